@@ -1,0 +1,287 @@
+# -*- test-case-name: tests.zodb.test_storage -*-
+"""
+The ZODB storage of NEO.
+
+Threads: every method here is called from ZODB's threads, never from the
+reactor thread.  Cache hits are answered in the calling thread; everything
+else goes through L{neo.client.bridge.Bridge} to L{neo.client.app.ClientApp}
+in the reactor thread.  Stores are pipelined: C{store} sends and returns at
+once, C{tpc_vote} waits for the answers.  The C{tpc_finish} callback runs
+in the reactor thread, as ZODB's own quick cache update.
+"""
+
+import threading
+import zlib
+
+import zope.interface
+from ZODB import POSException
+from ZODB.ConflictResolution import ConflictResolvingStorage
+from ZODB.interfaces import IMultiCommitStorage, IStorage
+from twisted.internet.error import ConnectionClosed
+
+from neo.client.app import ClientApp, ClientTransaction, ClusterError
+from neo.client.bridge import CALL_TIMEOUT, Bridge
+from neo.client.cache import RecordCache
+from neo.client.exceptions import ClientDisconnected, NEOStorageError
+from neo.lib.config import parseMasters
+from neo.lib.ids import ZERO_TID, u64
+from neo.protocols.errors import (
+    Denied, NotReady, OidDoesNotExist, OidNotFound, ProtocolError,
+    TransactionNotFound)
+
+#: OIDs asked from the master at once.
+OID_BATCH = 100
+#: Default size of the record cache, in bytes.
+DEFAULT_CACHE_SIZE = 20 * 1024 * 1024
+
+_ZLIB = 1
+
+
+def _translate(e):
+    """Map an error from the cluster to the ZODB exception to raise."""
+    if isinstance(e, (NotReady, ConnectionClosed, ClusterError)):
+        return ClientDisconnected(str(e))
+    if isinstance(e, (Denied, TransactionNotFound, ProtocolError)):
+        return NEOStorageError(str(e))
+    return None
+
+
+@zope.interface.implementer(IStorage, IMultiCommitStorage)
+class Storage(ConflictResolvingStorage):
+    """A NEO cluster as a ZODB storage."""
+
+    def __init__(self, master_nodes, name, read_only=False,
+                 cache_size=DEFAULT_CACHE_SIZE, compress=True,
+                 timeout=CALL_TIMEOUT, **kwargs):
+        if kwargs:
+            raise TypeError("unexpected options: " + ", ".join(kwargs))
+        if isinstance(master_nodes, str):
+            master_nodes = parseMasters(master_nodes)
+        self._name = name
+        self._readOnly = bool(read_only)
+        self._compress = compress
+        self._bridge = Bridge(timeout)
+        self._cache = RecordCache(cache_size)
+        self._app = ClientApp(self._bridge.reactor, master_nodes, name,
+                              self._cache, read_only)
+        self._lock = threading.Lock()
+        self._txns = {}
+        self._oids = []
+        self._closed = False
+        self._bridge.call(self._app.start)
+        # Wait until the cluster serves us, so that a bad configuration
+        # fails here rather than at first use.
+        self._call(self._app.connected)
+
+    def _call(self, function, *args, **kwargs):
+        if self._closed:
+            raise ClientDisconnected("the storage is closed")
+        try:
+            return self._bridge.call(function, *args, **kwargs)
+        except (OidNotFound, OidDoesNotExist):
+            raise
+        except Exception as e:
+            translated = _translate(e)
+            if translated is None:
+                raise
+            raise translated from e
+
+    # -- Information ---------------------------------------------------------
+
+    def getName(self):
+        return self._name
+
+    def sortKey(self):
+        return f"neo:{self._name}"
+
+    def getSize(self):
+        return 0
+
+    def __len__(self):
+        return 0
+
+    def isReadOnly(self):
+        return self._readOnly
+
+    def lastTransaction(self):
+        return self._app.lastTid or ZERO_TID
+
+    def registerDB(self, db):
+        self._app.db = db
+
+    def sync(self, force=True):
+        self._call(self._app.sync)
+
+    def close(self):
+        if self._closed:
+            return
+        try:
+            self._bridge.call(self._app.close, timeout=5)
+        except Exception:
+            pass
+        self._closed = True
+
+    def supportsUndo(self):
+        return False
+
+    def history(self, oid, size=1):
+        raise NotImplementedError("history is not supported yet")
+
+    def pack(self, t, referencesf):
+        raise NotImplementedError("pack is not supported yet")
+
+    # -- Loads ---------------------------------------------------------------
+
+    def _load(self, oid, serial=None, before=None):
+        try:
+            compression, data, serial, next = self._call(
+                self._app.load, oid, serial, before)
+        except OidDoesNotExist:
+            raise POSException.POSKeyError(oid)
+        if data is not None and compression == _ZLIB:
+            data = zlib.decompress(data)
+        return data, serial, next
+
+    def load(self, oid, version=""):
+        hit = self._cache.load(oid)
+        if hit is not None:
+            return hit
+        try:
+            data, serial, next = self._load(oid)
+        except OidNotFound:
+            raise POSException.POSKeyError(oid)
+        if data is None:
+            raise POSException.POSKeyError(oid)
+        self._cache.store(oid, serial, next, data)
+        return data, serial
+
+    def loadBefore(self, oid, tid):
+        hit = self._cache.loadBefore(oid, tid)
+        if hit is not None:
+            return hit
+        try:
+            data, serial, next = self._load(oid, before=tid)
+        except OidNotFound:
+            return None
+        if data is None:
+            return None
+        self._cache.store(oid, serial, next, data)
+        return data, serial, next
+
+    def loadSerial(self, oid, serial):
+        data = self._cache.loadSerial(oid, serial)
+        if data is not None:
+            return data
+        try:
+            data, serial, next = self._load(oid, serial=serial)
+        except OidNotFound:
+            raise POSException.POSKeyError(oid)
+        if data is None:
+            raise POSException.POSKeyError(oid)
+        return data
+
+    def getTid(self, oid):
+        return self.load(oid)[1]
+
+    # -- Commits -------------------------------------------------------------
+
+    def new_oid(self):
+        if self._readOnly:
+            raise POSException.ReadOnlyError()
+        with self._lock:
+            if not self._oids:
+                self._oids = self._call(self._app.newOids, OID_BATCH)
+                self._oids.reverse()
+            return self._oids.pop()
+
+    def _txn(self, transaction, method):
+        txn = self._txns.get(transaction)
+        if txn is None:
+            raise POSException.StorageTransactionError(
+                f"{method}: the transaction was not begun on this storage")
+        return txn
+
+    def tpc_begin(self, transaction, tid=None, status=" "):
+        if self._readOnly:
+            raise POSException.ReadOnlyError()
+        if transaction in self._txns:
+            raise POSException.StorageTransactionError(
+                "the transaction is already begun on this storage")
+        txn = ClientTransaction(transaction)
+        self._call(self._app.begin, txn, tid)
+        self._txns[transaction] = txn
+
+    def store(self, oid, serial, data, version, transaction):
+        if version:
+            raise POSException.Unsupported("versions are not supported")
+        txn = self._txn(transaction, "store")
+        self._store(txn, oid, serial, data)
+
+    def _store(self, txn, oid, serial, data):
+        txn.data[oid] = (serial, data)
+        compression, sent = 0, data
+        if self._compress and data:
+            compressed = zlib.compress(data)
+            if len(compressed) < len(data):
+                compression, sent = _ZLIB, compressed
+        self._bridge.fire(self._app.store, txn, oid, serial, compression, sent)
+
+    def checkCurrentSerialInTransaction(self, oid, serial, transaction):
+        txn = self._txn(transaction, "checkCurrentSerialInTransaction")
+        txn.checked[oid] = serial
+        self._bridge.fire(self._app.checkCurrent, txn, oid, serial)
+
+    def _resolveConflicts(self, txn):
+        while True:
+            conflicts, readConflicts = self._call(self._app.waitStores, txn)
+            for oid, committed in readConflicts.items():
+                raise POSException.ReadConflictError(
+                    oid=oid, serials=(committed, txn.checked[oid]))
+            if not conflicts:
+                return
+            for oid, committed in conflicts.items():
+                serial, data = txn.data[oid]
+                resolved = self.tryToResolveConflict(oid, committed, serial,
+                                                     data)
+                txn.resolved.add(oid)
+                self._store(txn, oid, committed, resolved)
+
+    def tpc_vote(self, transaction):
+        txn = self._txn(transaction, "tpc_vote")
+        ext = transaction.extension_bytes if hasattr(
+            transaction, "extension_bytes") else b""
+        user = transaction.user
+        description = transaction.description
+        if isinstance(user, str):
+            user = user.encode("utf-8")
+        if isinstance(description, str):
+            description = description.encode("utf-8")
+        while True:
+            self._resolveConflicts(txn)
+            late = self._call(self._app.vote, txn, user, description, ext)
+            if not late:
+                break
+            txn.conflicts.update(late)
+            for oid, committed in late.items():
+                if oid in txn.checked and oid not in txn.data:
+                    raise POSException.ReadConflictError(
+                        oid=oid, serials=(committed, txn.checked[oid]))
+                serial, data = txn.data[oid]
+                resolved = self.tryToResolveConflict(oid, committed, serial,
+                                                     data)
+                txn.resolved.add(oid)
+                txn.conflicts.pop(oid, None)
+                self._store(txn, oid, committed, resolved)
+        return list(txn.resolved)
+
+    def tpc_finish(self, transaction, f=None):
+        txn = self._txn(transaction, "tpc_finish")
+        try:
+            return self._call(self._app.finish, txn, f)
+        finally:
+            self._txns.pop(transaction, None)
+
+    def tpc_abort(self, transaction):
+        txn = self._txns.pop(transaction, None)
+        if txn is not None and not self._closed:
+            self._bridge.fire(self._app.abort, txn)

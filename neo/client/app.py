@@ -1,0 +1,443 @@
+# -*- test-case-name: tests.zodb.test_storage -*-
+"""
+The reactor side of the NEO client.
+
+Everything here runs in the reactor thread and returns Deferreds: the link
+to the primary master (identification, node list, partition table,
+invalidations), connections to storage nodes, loads, and the phases of a
+commit.  L{neo.client.Storage} calls it from ZODB's threads.
+"""
+
+import random
+
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import ConnectionClosed
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from neo.cluster.partition_table import PartitionTable
+from neo.lib.config import clientEndpoint
+from neo.lib.ids import ZERO_TID, formatNid, u64
+from neo.lib.logging import NodeLogger
+from neo.lib.states import NodeState, NodeType
+from neo.protocols import commands as c
+from neo.protocols.base import NodeProtocol
+from neo.protocols.errors import (
+    NotReady, OidDoesNotExist, OidNotFound, ProtocolError)
+from neo.services.node import MasterLinkService, NodeTable
+
+
+class ClusterError(Exception):
+    """The cluster cannot serve the request (the message says why)."""
+
+
+class ClientTransaction:
+    """
+    A transaction being committed, shared by the ZODB thread that runs it
+    (which only adds to C{data} and C{checked}) and the reactor thread.
+
+    @ivar data: C{{oid: (serial, data)}} as given to store (uncompressed).
+    @ivar conflicts: C{{oid: serial}} conflicts answered and not resolved.
+    @ivar involved: storage nids written to.
+    """
+
+    def __init__(self, transaction):
+        self.transaction = transaction
+        self.ttid = None
+        self.data = {}
+        self.checked = {}
+        self.conflicts = {}
+        self.readConflicts = {}
+        self.resolved = set()
+        self.involved = set()
+        self.outstanding = []
+        self.error = None
+
+
+class ClientApp:
+    """
+    @ivar lastTid: the last TID whose invalidations were processed.
+    """
+
+    role = "client"
+    nodeType = NodeType.CLIENT
+
+    def __init__(self, reactor, masters, cluster, cache, readOnly=False):
+        self.reactor = reactor
+        self.cluster = cluster
+        self.cache = cache
+        self.readOnly = readOnly
+        self.nid = None
+        self.nodes = NodeTable()
+        self.pt = None
+        self.clusterState = None
+        self.lastTid = None
+        self.db = None
+        self.master = None
+        self.fatalError = None
+        self.closed = False
+        self.log = NodeLogger(self, namespace="neo.client")
+        self._storages = {}
+        self._connecting = {}
+        self._loading = {}
+        self._link = MasterLinkService(self, reactor, masters)
+
+    # -- The master link (the node interface MasterLinkService expects) -----
+
+    def start(self):
+        self._link.startService()
+
+    def listenAddress(self):
+        return None
+
+    def fatal(self, reason):
+        self.fatalError = reason
+        self.log.critical("{reason}", reason=reason)
+        self._link.stopService()
+
+    def makeMasterHandler(self, proto):
+        return MasterHandler(self, proto)
+
+    @defer.inlineCallbacks
+    def masterIdentified(self, proto, answer):
+        self.nid = answer["yourNid"]
+        self.nodes = NodeTable()
+        self.nodes.update(answer["nodes"] or [])
+        doc = answer["partitionTable"]
+        self.pt = PartitionTable.fromJson(doc) if doc else None
+        self.clusterState = answer["clusterState"]
+        last = (yield proto.ask(c.AskLastTransaction))["tid"]
+        if self.lastTid is not None and last != self.lastTid:
+            # We may have missed invalidations while disconnected.
+            self.cache.clearCurrent()
+            if self.db is not None:
+                self.db.invalidateCache()
+        self.lastTid = max(last or ZERO_TID, self.lastTid or ZERO_TID)
+        self.master = proto
+        self.log.info("connected to the cluster as {me}",
+                      me=formatNid(self.nid))
+
+    def masterLost(self, proto):
+        if proto is self.master:
+            self.master = None
+            self.log.warn("lost the connection to the primary master")
+
+    @defer.inlineCallbacks
+    def connected(self):
+        """The connection to the primary master, once identified."""
+        if self.fatalError:
+            raise ClusterError(self.fatalError)
+        if self.closed:
+            raise ClusterError("the storage is closed")
+        while self.master is None:
+            # Fires once identified: masterIdentified is part of the
+            # connection's preparation.
+            yield self._link.whenConnected()
+        return self.master
+
+    def close(self):
+        self.closed = True
+        for proto in list(self._storages.values()):
+            proto.close()
+        return self._link.stopService()
+
+    def invalidate(self, tid, oids):
+        for oid in oids:
+            loading = self._loading.get(oid)
+            if loading is not None:
+                loading.append(tid)
+        self.cache.invalidate(oids, tid)
+        if self.db is not None:
+            self.db.invalidate(tid, oids)
+        if self.lastTid is None or tid > self.lastTid:
+            self.lastTid = tid
+
+    # -- Storage connections -------------------------------------------------
+
+    def _running(self):
+        return {n.nid for n in self.nodes.byType(NodeType.STORAGE,
+                                                 NodeState.RUNNING)}
+
+    def getStorage(self, nid):
+        """The identified connection to a storage node (made if needed)."""
+        proto = self._storages.get(nid)
+        if proto is not None:
+            return defer.succeed(proto)
+        waiters = self._connecting.get(nid)
+        if waiters is None:
+            entry = self.nodes.get(nid)
+            if entry is None or entry.address is None:
+                return defer.fail(NotReady(f"{formatNid(nid)} is not known"))
+            waiters = self._connecting[nid] = []
+            self._connectStorage(entry).addBoth(self._storageConnected, nid)
+        d = defer.Deferred()
+        waiters.append(d)
+        return d
+
+    def _storageConnected(self, result, nid):
+        for d in self._connecting.pop(nid, ()):
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    @defer.inlineCallbacks
+    def _connectStorage(self, entry):
+        proto = NodeProtocol(StorageHandler(self))
+        proto.onConnectionLost = lambda p: self._storageLost(entry.nid, p)
+        endpoint = clientFromString(self.reactor, clientEndpoint(entry.address))
+        try:
+            yield endpoint.connect(protocol.Factory.forProtocol(lambda: proto))
+            yield proto.ask(c.Identify, protocolVersion=c.PROTOCOL_VERSION,
+                            cluster=self.cluster, nodeType=self.nodeType.value,
+                            nid=self.nid)
+        except Exception as e:
+            proto.close()
+            if isinstance(e, ProtocolError):
+                raise
+            raise NotReady(f"cannot connect to {formatNid(entry.nid)}: {e}")
+        self._storages[entry.nid] = proto
+        return proto
+
+    def _storageLost(self, nid, proto):
+        if self._storages.get(nid) is proto:
+            del self._storages[nid]
+
+    # -- Loads ---------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def load(self, oid, serial=None, before=None):
+        """
+        C{(compression, data, serial, next)} of a revision; raises
+        L{OidNotFound}, L{OidDoesNotExist}, or L{ClusterError}.
+        """
+        yield self.connected()
+        partition = self.pt.partitionOf(oid)
+        nids = self.pt.readable(partition, self._running())
+        random.shuffle(nids)
+        errors = []
+        for nid in nids:
+            try:
+                proto = yield self.getStorage(nid)
+            except NotReady as e:
+                errors.append(str(e))
+                continue
+            loading = self._loading.setdefault(oid, [])
+            try:
+                answer = yield proto.ask(c.AskObject, oid=oid, serial=serial,
+                                         before=before)
+            except (NotReady, ConnectionClosed) as e:
+                errors.append(f"{formatNid(nid)}: {e}")
+                continue
+            finally:
+                if not loading:
+                    self._loading.pop(oid, None)
+            next = answer["nextSerial"]
+            if next is None and loading:
+                later = [t for t in loading if t > answer["serial"]]
+                if later:
+                    next = min(later)
+            if not loading:
+                self._loading.pop(oid, None)
+            if answer["deleted"]:
+                return None, None, answer["serial"], next
+            return answer["compression"], answer["data"], answer["serial"], next
+        raise ClusterError(
+            f"no storage node could serve partition {partition}: "
+            + ("; ".join(errors) or "no readable cell"))
+
+    # -- Commits -------------------------------------------------------------
+
+    def _masterOrFail(self):
+        if self.master is None:
+            raise ClusterError("not connected to the primary master")
+        return self.master
+
+    @defer.inlineCallbacks
+    def newOids(self, count):
+        master = yield self.connected()
+        return (yield master.ask(c.AskNewOIDs, count=count))["oids"]
+
+    @defer.inlineCallbacks
+    def begin(self, txn, tid=None):
+        master = yield self.connected()
+        txn.ttid = (yield master.ask(c.AskBeginTransaction, tid=tid))["ttid"]
+        txn.master = master
+
+    def _writable(self, oid):
+        return self.pt.writable(self.pt.partitionOf(oid), self._running())
+
+    def store(self, txn, oid, serial, compression, data):
+        """Send a store to every writable cell; answers arrive later."""
+        self._send(txn, oid, serial, c.StoreObject, txn.conflicts,
+                   compression=compression, data=data)
+
+    def checkCurrent(self, txn, oid, serial):
+        self._send(txn, oid, serial, c.CheckCurrentSerial, txn.readConflicts)
+
+    def _send(self, txn, oid, serial, command, conflicts, **kwargs):
+        nids = self._writable(oid)
+        if not nids:
+            txn.error = txn.error or f"no storage node for object {u64(oid)}"
+        for nid in nids:
+            txn.involved.add(nid)
+            d = self.getStorage(nid)
+            d.addCallback(lambda proto: proto.ask(
+                command, ttid=txn.ttid, oid=oid, serial=serial, **kwargs))
+            d.addCallbacks(self._stored, self._storeFailed,
+                           callbackArgs=(txn, oid, conflicts),
+                           errbackArgs=(txn, nid))
+            txn.outstanding.append(d)
+
+    def _stored(self, answer, txn, oid, conflicts):
+        conflict = answer["conflict"]
+        if conflict is not None and conflict > conflicts.get(oid, ZERO_TID):
+            conflicts[oid] = conflict
+
+    def _storeFailed(self, failure, txn, nid):
+        txn.error = txn.error or (f"store to {formatNid(nid)} failed:"
+                                  f" {failure.getErrorMessage()}")
+
+    @defer.inlineCallbacks
+    def waitStores(self, txn):
+        """
+        Wait for every store answer; returns C{(conflicts, readConflicts)}
+        and clears them (the caller resolves and stores again).
+        """
+        while txn.outstanding:
+            outstanding, txn.outstanding = txn.outstanding, []
+            yield defer.DeferredList(outstanding)
+        if txn.error:
+            raise ClusterError(txn.error)
+        conflicts, txn.conflicts = txn.conflicts, {}
+        readConflicts, txn.readConflicts = txn.readConflicts, {}
+        return conflicts, readConflicts
+
+    @defer.inlineCallbacks
+    def vote(self, txn, user, description, extension):
+        """
+        Vote on every storage node involved; the nodes holding the
+        transaction's partition get its metadata.  Returns the conflicts
+        found late (C{{oid: serial}}); if any, vote again after storing
+        the resolutions.
+        """
+        running = self._running()
+        metaNids = self.pt.writable(self.pt.partitionOf(txn.ttid), running)
+        oids = list(txn.data)
+        calls = []
+        for nid in sorted(txn.involved | set(metaNids)):
+            proto = yield self.getStorage(nid)
+            if nid in metaNids:
+                d = proto.ask(c.VoteTransaction, ttid=txn.ttid, user=user,
+                              description=description, extension=extension,
+                              oids=oids)
+            else:
+                d = proto.ask(c.VoteTransaction, ttid=txn.ttid)
+            calls.append(d)
+        txn.voted = set(txn.involved | set(metaNids))
+        results = yield defer.DeferredList(calls, consumeErrors=True)
+        conflicts = {}
+        for ok, result in results:
+            if not ok:
+                raise ClusterError(f"vote failed: {result.getErrorMessage()}")
+            # Conflicts come as oid, serial, oid, serial, ...
+            items = result["conflicts"]
+            for i in range(0, len(items), 2):
+                oid, serial = items[i], items[i + 1]
+                if serial > conflicts.get(oid, ZERO_TID):
+                    conflicts[oid] = serial
+        return conflicts
+
+    @defer.inlineCallbacks
+    def finish(self, txn, callback=None):
+        master = self._masterOrFail()
+        if master is not getattr(txn, "master", None):
+            raise ClusterError("the connection to the master was lost"
+                               " during the commit")
+        answer = yield master.ask(c.AskFinishTransaction, ttid=txn.ttid,
+                                  oids=list(txn.data),
+                                  checked=list(txn.checked))
+        tid = answer["tid"]
+        for oid, (_, data) in txn.data.items():
+            self.cache.invalidate([oid], tid)
+            if data is not None:
+                self.cache.store(oid, tid, None, data)
+        if self.lastTid is None or tid > self.lastTid:
+            self.lastTid = tid
+        if callback is not None:
+            try:
+                callback(tid)
+            except Exception:
+                self.log.failure("tpc_finish callback failed")
+        return tid
+
+    def abort(self, txn):
+        if txn.ttid is None:
+            return
+        for nid in getattr(txn, "voted", txn.involved) | txn.involved:
+            proto = self._storages.get(nid)
+            if proto is not None:
+                proto.notify(c.AbortTransaction, ttid=txn.ttid)
+        if self.master is not None:
+            self.master.notify(c.AbortTransaction, ttid=txn.ttid)
+
+    @defer.inlineCallbacks
+    def sync(self):
+        master = yield self.connected()
+        yield master.ask(c.Ping)
+
+
+class MasterHandler(amp.CommandLocator):
+    def __init__(self, app: ClientApp, proto):
+        self.app = app
+
+    @c.Ping.responder
+    def ping(self):
+        return {}
+
+    @c.NotifyNodeInformation.responder
+    def notifyNodeInformation(self, nodes):
+        for entry in self.app.nodes.update(nodes):
+            if entry.state is not NodeState.RUNNING:
+                proto = self.app._storages.get(entry.nid)
+                if proto is not None:
+                    proto.close()
+        return {}
+
+    @c.NotifyClusterState.responder
+    def notifyClusterState(self, state):
+        self.app.clusterState = state
+        return {}
+
+    @c.SendPartitionTable.responder
+    def sendPartitionTable(self, partitionTable):
+        self.app.pt = PartitionTable.fromJson(partitionTable)
+        return {}
+
+    @c.NotifyPartitionChanges.responder
+    def notifyPartitionChanges(self, ptid, replicas, changes):
+        if self.app.pt is not None:
+            self.app.pt.apply(ptid, replicas, changes)
+        return {}
+
+    @c.InvalidateObjects.responder
+    def invalidateObjects(self, tid, oids):
+        self.app.invalidate(tid, oids)
+        return {}
+
+    @c.Shutdown.responder
+    def shutdown(self):
+        self.app.log.info("the cluster is stopping")
+        return {}
+
+
+class StorageHandler(amp.CommandLocator):
+    """Storage nodes send clients nothing unasked yet."""
+
+    def __init__(self, app):
+        self.app = app
+
+    @c.Ping.responder
+    def ping(self):
+        return {}

@@ -1,0 +1,115 @@
+# -*- test-case-name: tests.unit.test_client_cache -*-
+"""
+The client's record cache.
+
+Records are kept with their validity interval: revision C{tid} of an
+object is valid until C{next} (the TID of the next revision) or, if C{next}
+is None, up to now.  Invalidations close the interval of the current
+revision.  The cache is shared by ZODB threads (lookups) and the reactor
+thread (fills and invalidations), hence its lock; it evicts the least
+recently used objects beyond C{maxBytes}.
+"""
+
+import threading
+from collections import OrderedDict
+
+#: Records larger than this fraction of the cache are not kept.
+_LARGEST = 0.5
+
+
+class RecordCache:
+    def __init__(self, maxBytes: int):
+        self.maxBytes = maxBytes
+        self.size = 0
+        self._lock = threading.Lock()
+        # oid -> list of [tid, next, data], sorted by tid
+        self._objects = OrderedDict()
+        self.hits = self.misses = 0
+
+    def __len__(self):
+        return len(self._objects)
+
+    def _find(self, oid, match):
+        revisions = self._objects.get(oid)
+        if revisions is not None:
+            for revision in reversed(revisions):
+                if match(revision):
+                    self._objects.move_to_end(oid)
+                    self.hits += 1
+                    return revision
+        self.misses += 1
+        return None
+
+    def loadBefore(self, oid, before):
+        """C{(data, tid, next)} of the revision current just before
+        C{before}, or None if not cached."""
+        with self._lock:
+            r = self._find(oid, lambda r: r[0] < before and (
+                r[1] is None or before <= r[1]))
+            return None if r is None else (r[2], r[0], r[1])
+
+    def loadSerial(self, oid, serial):
+        with self._lock:
+            r = self._find(oid, lambda r: r[0] == serial)
+            return None if r is None else r[2]
+
+    def load(self, oid):
+        """C{(data, tid)} of the current revision, or None."""
+        with self._lock:
+            r = self._find(oid, lambda r: r[1] is None)
+            return None if r is None else (r[2], r[0])
+
+    def store(self, oid, tid, next, data):
+        if len(data) > self.maxBytes * _LARGEST:
+            return
+        with self._lock:
+            revisions = self._objects.setdefault(oid, [])
+            if next is None:
+                # An older revision still thought current is stale: its
+                # real end is unknown, so forget it.
+                for r in [r for r in revisions if r[1] is None and r[0] < tid]:
+                    revisions.remove(r)
+                    self.size -= len(r[2])
+            for r in revisions:
+                if r[0] == tid:
+                    if r[1] is None and next is not None:
+                        r[1] = next
+                    break
+            else:
+                revisions.append([tid, next, data])
+                revisions.sort(key=lambda r: r[0])
+                self.size += len(data)
+            self._objects.move_to_end(oid)
+            self._evict()
+
+    def invalidate(self, oids, tid):
+        """A transaction C{tid} committed new revisions of C{oids}."""
+        with self._lock:
+            for oid in oids:
+                revisions = self._objects.get(oid)
+                if revisions:
+                    for r in revisions:
+                        if r[1] is None and r[0] < tid:
+                            r[1] = tid
+
+    def clear(self):
+        with self._lock:
+            self._objects.clear()
+            self.size = 0
+
+    def clearCurrent(self):
+        """Forget every revision believed current (after a reconnection)."""
+        with self._lock:
+            for oid in list(self._objects):
+                revisions = self._objects[oid]
+                kept = [r for r in revisions if r[1] is not None]
+                self.size -= sum(len(r[2]) for r in revisions if r[1] is None)
+                if kept:
+                    self._objects[oid] = kept
+                else:
+                    del self._objects[oid]
+
+    def _evict(self):
+        while self.size > self.maxBytes and self._objects:
+            _, revisions = self._objects.popitem(last=False)
+            self.size -= sum(len(r[2]) for r in revisions)

@@ -1,0 +1,1 @@
+"""Sans-IO models of the cluster: partition table, node table."""

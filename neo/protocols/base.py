@@ -1,0 +1,96 @@
+# -*- test-case-name: tests.unit.test_protocol -*-
+"""
+The connection class every role uses.
+
+A L{NodeProtocol} is an AMP connection whose responders live on a
+replaceable I{handler} (an L{amp.CommandLocator}): a node swaps handlers as
+its phase changes, so that a command legal in one phase is refused in
+another.  The protocol itself only translates; decisions are the node's.
+"""
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionClosed
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from neo.protocols.errors import NotReady
+
+log = Logger()
+
+
+class NodeProtocol(amp.AMP):
+    """
+    An AMP connection to another NEO node.
+
+    @ivar handler: the L{amp.CommandLocator} answering the peer's commands.
+    @ivar peer: whatever the owning node attaches once the peer identified
+        (typically its node entry); C{None} before.
+    @ivar onConnectionLost: called with this protocol when the connection
+        is lost.
+    """
+
+    handler = None
+    peer = None
+    onConnectionLost = None
+    connected = False
+
+    def __init__(self, handler=None):
+        super().__init__()
+        self.handler = handler
+        self._disconnected = []
+
+    def locateResponder(self, name):
+        if self.handler is None:
+            return None
+        return self.handler.locateResponder(name)
+
+    def connectionMade(self):
+        self.connected = True
+        super().connectionMade()
+
+    def connectionLost(self, reason):
+        self.connected = False
+        super().connectionLost(reason)
+        waiting, self._disconnected = self._disconnected, []
+        for d in waiting:
+            d.callback(None)
+        if self.onConnectionLost is not None:
+            self.onConnectionLost(self)
+
+    def whenDisconnected(self) -> defer.Deferred:
+        """A Deferred that fires once the connection is closed."""
+        if not self.connected:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._disconnected.append(d)
+        return d
+
+    def ask(self, command, **kwargs) -> defer.Deferred:
+        """
+        Send a command and return a Deferred of its answer.
+
+        Synchronous failures (a value too large, a closed connection) become
+        a failed Deferred, so callers have one error path.
+        """
+        if not self.connected:
+            return defer.fail(NotReady("connection closed"))
+        try:
+            return self.callRemote(command, **kwargs)
+        except Exception:
+            return defer.fail(Failure())
+
+    def notify(self, command, **kwargs) -> None:
+        """Send a notification; a closed connection silently drops it."""
+        if self.connected:
+            self.callRemote(command, **kwargs)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+def ignoreClosed(failure):
+    """An errback for asks whose connection may be closed meanwhile."""
+    failure.trap(NotReady, ConnectionClosed)
+    return None

@@ -1,0 +1,255 @@
+# -*- test-case-name: tests.unit.test_protocol -*-
+"""
+Every command NEO nodes, clients and neoctl send each other.
+
+Versioning rule: a released command never changes its arguments; add an
+C{optional=True} argument or a new command, and bump L{PROTOCOL_VERSION}
+only when older nodes must be refused.
+
+Conventions: a C{Notify*} command expects no answer; OIDs and TIDs are
+8-byte strings; node lists are JSON rows C{[nid, type, address, state]};
+partition tables are JSON C{[[nid, state], ...]} rows, one per partition.
+"""
+
+from twisted.protocols import amp
+
+from neo.lib.states import ClusterState
+from neo.protocols.arguments import BigBytes, Enum, Json, Oid, OidList, Tid
+from neo.protocols.errors import COMMON_ERRORS, FATAL_ERRORS
+
+PROTOCOL_VERSION = 1
+
+
+class Command(amp.Command):
+    """A NEO command: any may fail with the common errors."""
+
+    errors = COMMON_ERRORS
+    fatalErrors = FATAL_ERRORS
+
+
+class Notification(Command):
+    """A command that expects no answer."""
+
+    requiresAnswer = False
+
+
+# -- Identification and cluster information ----------------------------------
+
+class Identify(Command):
+    """
+    First command on every connection.  The acceptor checks the protocol
+    version and the cluster name (closing the connection with a
+    L{ProtocolError} that says why when they differ).  A master acceptor
+    assigns the node id and answers with its view of the cluster.
+    """
+
+    arguments = [
+        (b"protocolVersion", amp.Integer()),
+        (b"cluster", amp.Unicode()),
+        (b"nodeType", amp.Unicode()),
+        (b"nid", amp.Integer(optional=True)),
+        (b"address", amp.Unicode(optional=True)),
+    ]
+    response = [
+        (b"nodeType", amp.Unicode()),
+        (b"nid", amp.Integer(optional=True)),
+        (b"yourNid", amp.Integer(optional=True)),
+        (b"clusterState", Enum(ClusterState, optional=True)),
+        (b"nodes", Json(optional=True)),
+        (b"partitionTable", Json(optional=True)),
+    ]
+
+
+class Ping(Command):
+    """A round trip: once answered, every earlier message was processed."""
+
+
+class NotifyNodeInformation(Notification):
+    """Nodes that appeared or changed state (rows of the node list)."""
+
+    arguments = [(b"nodes", Json())]
+
+
+class NotifyClusterState(Notification):
+    arguments = [(b"state", Enum(ClusterState))]
+
+
+class SendPartitionTable(Notification):
+    """The whole partition table (C{{"ptid", "replicas", "rows"}})."""
+
+    arguments = [(b"partitionTable", Json())]
+
+
+class NotifyPartitionChanges(Notification):
+    """Cells that changed: C{[[partition, nid, state], ...]}."""
+
+    arguments = [(b"ptid", amp.Integer()), (b"replicas", amp.Integer()),
+                 (b"changes", Json())]
+
+
+class Shutdown(Notification):
+    """The cluster is stopping: the receiving node must exit."""
+
+
+# -- Master <-> storage: recovery, verification, operation -------------------
+
+class AskRecovery(Command):
+    """The storage's copy of the partition table (ptid is 0 if none)."""
+
+    response = [(b"partitionTable", Json())]
+
+
+class AskLockedTransactions(Command):
+    """Voted transactions: C{[[ttid, tid or null], ...]} as integers."""
+
+    response = [(b"transactions", Json())]
+
+
+class ValidateTransaction(Command):
+    """Commit a voted transaction with the given final TID."""
+
+    arguments = [(b"ttid", Tid()), (b"tid", Tid())]
+
+
+class AskLastIDs(Command):
+    response = [(b"lastTid", Tid(optional=True)),
+                (b"lastOid", Oid(optional=True))]
+
+
+class StartOperation(Command):
+    """Start serving clients; answered once the storage is ready."""
+
+
+class StopOperation(Notification):
+    """Stop serving clients: the cluster is no longer operational."""
+
+
+class AskLockInformation(Command):
+    """Second phase: lock the voted transaction under its final TID."""
+
+    arguments = [(b"ttid", Tid()), (b"tid", Tid())]
+
+
+class NotifyUnlockInformation(Notification):
+    """The transaction is committed everywhere: make it visible."""
+
+    arguments = [(b"ttid", Tid())]
+
+
+class AbortTransaction(Notification):
+    """Forget a transaction that did not reach the lock phase."""
+
+    arguments = [(b"ttid", Tid())]
+
+
+# -- Client <-> master --------------------------------------------------------
+
+class AskBeginTransaction(Command):
+    arguments = [(b"tid", Tid(optional=True))]
+    response = [(b"ttid", Tid())]
+
+
+class AskNewOIDs(Command):
+    arguments = [(b"count", amp.Integer())]
+    response = [(b"oids", OidList())]
+
+
+class AskFinishTransaction(Command):
+    """
+    Commit a voted transaction.  C{oids} are the objects stored,
+    C{checked} those only checked with checkCurrentSerialInTransaction.
+    """
+
+    arguments = [(b"ttid", Tid()), (b"oids", OidList()),
+                 (b"checked", OidList())]
+    response = [(b"tid", Tid())]
+
+
+class AskLastTransaction(Command):
+    response = [(b"tid", Tid(optional=True))]
+
+
+class InvalidateObjects(Notification):
+    arguments = [(b"tid", Tid()), (b"oids", OidList())]
+
+
+# -- Client <-> storage -------------------------------------------------------
+
+class StoreObject(Command):
+    """
+    Store a revision of an object based on C{serial}.  Answers C{conflict},
+    the last committed serial, when it is not C{serial}.
+    """
+
+    arguments = [(b"ttid", Tid()), (b"oid", Oid()), (b"serial", Tid()),
+                 (b"compression", amp.Integer()), (b"data", BigBytes())]
+    response = [(b"conflict", Tid(optional=True))]
+
+
+class CheckCurrentSerial(Command):
+    """Lock C{oid} for the transaction if its last serial is C{serial}."""
+
+    arguments = [(b"ttid", Tid()), (b"oid", Oid()), (b"serial", Tid())]
+    response = [(b"conflict", Tid(optional=True))]
+
+
+class VoteTransaction(Command):
+    """
+    First phase: make the transaction's stores durable.  The node that
+    holds the transaction's partition also gets its metadata.  Answers the
+    conflicts found late (as 16-byte oid+serial pairs); when there are any,
+    the transaction is not voted and the client stores again and re-votes.
+    """
+
+    arguments = [(b"ttid", Tid()),
+                 (b"user", BigBytes(optional=True)),
+                 (b"description", BigBytes(optional=True)),
+                 (b"extension", BigBytes(optional=True)),
+                 (b"oids", OidList(optional=True))]
+    response = [(b"conflicts", OidList())]
+
+
+class AskObject(Command):
+    """
+    A revision of an object: exactly C{serial} if given, else the newest
+    before C{before} if given, else the newest.  C{data} is empty and
+    C{deleted} true when the revision deletes the object.
+    """
+
+    arguments = [(b"oid", Oid()), (b"serial", Tid(optional=True)),
+                 (b"before", Tid(optional=True))]
+    response = [(b"serial", Tid()), (b"nextSerial", Tid(optional=True)),
+                (b"compression", amp.Integer()), (b"data", BigBytes()),
+                (b"deleted", amp.Boolean())]
+
+
+# -- Admin relays and neoctl <-> admin ----------------------------------------
+
+class SetClusterState(Command):
+    """C{neoctl start} is SetClusterState(VERIFYING)."""
+
+    arguments = [(b"state", Enum(ClusterState))]
+    response = [(b"message", amp.Unicode())]
+
+
+class AskClusterState(Command):
+    response = [(b"state", Enum(ClusterState, optional=True))]
+
+
+class AskNodeList(Command):
+    arguments = [(b"nodeType", amp.Unicode(optional=True))]
+    response = [(b"nodes", Json())]
+
+
+class AskPartitionList(Command):
+    """The partition table: C{{"ptid", "replicas", "rows"}} (or null)."""
+
+    response = [(b"partitionTable", Json())]
+
+
+class AskClusterIDs(Command):
+    """Last OID, last TID and ptid, as the primary master knows them."""
+
+    response = [(b"lastOid", Oid(optional=True)),
+                (b"lastTid", Tid(optional=True)),
+                (b"ptid", amp.Integer())]

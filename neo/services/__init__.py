@@ -1,0 +1,1 @@
+"""The node roles, each a Twisted MultiService tree: master, storage, admin."""

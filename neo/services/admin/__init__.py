@@ -1,0 +1,1 @@
+"""The admin node: neoctl's door to the cluster."""

@@ -1,0 +1,1 @@
+"""The master node: node ids, cluster state, partition table, commits."""

@@ -1,0 +1,608 @@
+# -*- test-case-name: tests.unit.test_master -*-
+"""
+The primary master node.
+
+It identifies every other node and gives it its node id, keeps node states
+and tells every node about the others, recovers the partition table and
+the last ids from the storage nodes, drives the cluster through
+RECOVERING, VERIFYING and RUNNING, allocates OIDs and TIDs, and runs the
+second phase of every commit.  It stores nothing: after a restart it learns
+everything again from the storage nodes.
+"""
+
+from twisted.internet import defer
+from twisted.protocols import amp
+
+from neo.cluster.partition_table import PartitionTable
+from neo.lib.config import formatAddress, parseAddress
+from neo.lib.ids import TidAllocator, formatNid, makeNid, nidType, p64, u64
+from neo.lib.states import ClusterState, NodeState, NodeType
+from neo.protocols import commands as c
+from neo.protocols.base import ignoreClosed
+from neo.protocols.errors import (
+    Denied, NotReady, ProtocolError, TransactionNotFound)
+from neo.services.master.transactions import TransactionTable
+from neo.services.node import (
+    BaseNode, ListenerService, NodeEntry, NodeTable, ProtocolFactory)
+
+#: The most OIDs a client may ask for at once.
+MAX_NEW_OIDS = 10000
+#: How long the master waits for connections to close when stopping.
+SHUTDOWN_GRACE = 5.0
+
+
+class MasterNode(BaseNode):
+    """
+    @ivar state: the L{ClusterState}.
+    @ivar pt: the L{PartitionTable}, C{None} until one is recovered or made.
+    @ivar lastTid: the last committed TID (integer).
+    @ivar lastOid: the last OID handed out (integer).
+    """
+
+    role = "master"
+    nodeType = NodeType.MASTER
+
+    def __init__(self, config, reactor, fatalCallback=None,
+                 shutdownCallback=None):
+        super().__init__(config.cluster, reactor, fatalCallback)
+        self.config = config
+        self.nid = makeNid("MASTER", 1)
+        self.nodes = NodeTable()
+        self.me = self.nodes.add(NodeEntry(self.nid, NodeType.MASTER,
+                                           config.bind, NodeState.RUNNING))
+        self.state = ClusterState.RECOVERING
+        self.pt = None
+        self.lastTid = 0
+        self.lastOid = 0
+        self.tids = TidAllocator(reactor)
+        self.transactions = TransactionTable()
+        self.startAllowed = False
+        self._recovered = set()
+        self._generation = 0
+        self._numbers = {}
+        self._shutdownCallback = shutdownCallback
+        self._stopping = None
+        listener = ListenerService(
+            reactor, config.bind,
+            ProtocolFactory(lambda proto: MasterHandler(self, proto),
+                            self.connectionLost),
+            config.addressFile)
+        listener.setName("listener")
+        listener.setServiceParent(self)
+
+    def startService(self):
+        super().startService()
+        listener = self.getServiceNamed("listener")
+        listener.listening.addCallbacks(self._listening, self._cannotListen)
+
+    def _listening(self, address):
+        self.me.address = address
+        self.logRunning(address)
+
+    def _cannotListen(self, failure):
+        self.fatal(f"cannot listen on {formatAddress(self.config.bind)}:"
+                   f" {failure.getErrorMessage()}")
+
+    def stopService(self):
+        for entry in self.nodes:
+            if entry.proto is not None:
+                entry.proto.close()
+        return super().stopService()
+
+    # -- Nodes --------------------------------------------------------------
+
+    def _newNid(self, nodeType):
+        if nodeType is NodeType.STORAGE:
+            known = [e.nid for e in self.nodes.byType(NodeType.STORAGE)]
+            if self.pt is not None:
+                known.extend(self.pt.nids())
+            return max(known, default=0) + 1
+        number = self._numbers.get(nodeType, 0) + 1
+        self._numbers[nodeType] = number
+        return makeNid(nodeType.value, number)
+
+    def identify(self, proto, protocolVersion, cluster, nodeType, nid,
+                 address):
+        """Check and register a node that connected to us; see L{c.Identify}."""
+        peer = proto.transport.getPeer() if proto.transport else None
+        where = f"{peer.host}:{peer.port}" if peer else "?"
+        if protocolVersion != c.PROTOCOL_VERSION:
+            self.log.warn("refused a node from {where}: protocol version"
+                          " {theirs}, ours is {ours}", where=where,
+                          theirs=protocolVersion, ours=c.PROTOCOL_VERSION)
+            raise ProtocolError(
+                f"protocol version mismatch: the master speaks version"
+                f" {c.PROTOCOL_VERSION}, this node {protocolVersion}")
+        if cluster != self.cluster:
+            self.log.warn("refused a {type} node from {where}: it belongs to"
+                          " cluster {theirs!r}", type=nodeType, where=where,
+                          theirs=cluster)
+            raise ProtocolError(
+                f"wrong cluster name {cluster!r}: this master runs cluster"
+                f" {self.cluster!r}")
+        if proto.peer is not None:
+            raise ProtocolError("this connection is already identified")
+        try:
+            nodeType = NodeType(nodeType)
+        except ValueError:
+            raise ProtocolError(f"unknown node type {nodeType!r}")
+        address = parseAddress(address) if address else None
+        if nodeType is NodeType.STORAGE:
+            if nid is not None and (nid <= 0 or nidType(nid) != "STORAGE"):
+                raise ProtocolError(f"invalid storage node id {nid}")
+            entry = self.nodes.get(nid) if nid is not None else None
+            if entry is not None and entry.proto is not None:
+                raise ProtocolError(f"{formatNid(nid)} is already connected")
+            if self.state is ClusterState.STOPPING:
+                raise NotReady("the cluster is stopping")
+            if nid is None:
+                nid = self._newNid(nodeType)
+            if (self.state is ClusterState.RUNNING and self.pt is not None
+                    and nid in self.pt.nids()):
+                state = NodeState.RUNNING
+            else:
+                state = NodeState.PENDING
+        elif nodeType is NodeType.CLIENT:
+            if self.state is not ClusterState.RUNNING:
+                raise NotReady(f"the cluster is {self.state.value}")
+            nid, state = self._newNid(nodeType), NodeState.RUNNING
+        elif nodeType is NodeType.ADMIN:
+            nid, state = self._newNid(nodeType), NodeState.RUNNING
+        else:
+            raise ProtocolError("this cluster runs a single master")
+        entry = self.nodes.get(nid)
+        if entry is None:
+            entry = self.nodes.add(NodeEntry(nid, nodeType, address, state))
+        else:
+            entry.address, entry.state = address, state
+        entry.proto = proto
+        proto.peer = entry
+        self.log.info("{peer} identified from {where}", peer=formatNid(nid),
+                      where=where)
+        self.broadcastNodes([entry])
+        self.reactor.callLater(0, self._identified, entry)
+        return {
+            "nodeType": NodeType.MASTER.value, "nid": self.nid,
+            "yourNid": nid, "clusterState": self.state,
+            "nodes": self._rowsFor(nodeType),
+            "partitionTable": self.pt.toJson() if self.pt else None,
+        }
+
+    def _identified(self, entry):
+        if entry.proto is None or entry.nodeType is not NodeType.STORAGE:
+            return
+        if self.state is ClusterState.RECOVERING:
+            self._askRecovery(entry)
+        elif (self.state is ClusterState.RUNNING
+              and entry.state is NodeState.RUNNING):
+            # A storage node of the partition table came back.
+            self._startStorage(entry)
+
+    def _rowsFor(self, nodeType):
+        if nodeType is NodeType.CLIENT:
+            return [r for r in self.nodes.rows() if r[1] != "CLIENT"]
+        return self.nodes.rows()
+
+    def broadcastNodes(self, entries):
+        rows = [e.row() for e in entries]
+        clientRows = [r for r in rows if r[1] != "CLIENT"]
+        for node in self.nodes:
+            if node.proto is None:
+                continue
+            sent = clientRows if node.nodeType is NodeType.CLIENT else rows
+            if sent:
+                node.proto.notify(c.NotifyNodeInformation, nodes=sent)
+
+    def _broadcast(self, command, types=None, **kwargs):
+        for node in self.nodes:
+            if node.proto is not None and (types is None
+                                           or node.nodeType in types):
+                node.proto.notify(command, **kwargs)
+
+    def setState(self, state):
+        if state is not self.state:
+            self.log.info("cluster state {old} -> {new}", old=self.state.value,
+                          new=state.value)
+            self.state = state
+            self._broadcast(c.NotifyClusterState, state=state)
+
+    def _setNodeState(self, entry, state):
+        if entry.state is not state:
+            entry.state = state
+            self.broadcastNodes([entry])
+
+    def storages(self, state=None):
+        return [e for e in self.nodes.byType(NodeType.STORAGE, state)
+                if e.proto is not None]
+
+    def runningNids(self):
+        return {e.nid for e in self.storages(NodeState.RUNNING)}
+
+    def connectionLost(self, proto):
+        entry = proto.peer
+        if entry is None or entry.proto is not proto:
+            return
+        entry.proto = None
+        self.log.info("{peer} disconnected", peer=formatNid(entry.nid))
+        if entry.nodeType is NodeType.STORAGE:
+            self._storageLost(entry)
+        else:
+            entry.state = NodeState.UNKNOWN
+            self.nodes.remove(entry.nid)
+            self.broadcastNodes([entry])
+            if entry.nodeType is NodeType.CLIENT:
+                self._clientLost(entry)
+        self._checkStopped()
+
+    def _storageLost(self, entry):
+        wasRunning = entry.state is NodeState.RUNNING
+        self._recovered.discard(entry.nid)
+        if self.pt is not None and entry.nid in self.pt.nids():
+            self._setNodeState(entry, NodeState.DOWN)
+        else:
+            entry.state = NodeState.UNKNOWN
+            self.nodes.remove(entry.nid)
+            self.broadcastNodes([entry])
+        if self.state is ClusterState.VERIFYING and wasRunning:
+            self.enterRecovery(f"{formatNid(entry.nid)} lost during"
+                               " verification")
+        elif self.state in (ClusterState.RUNNING, ClusterState.STOPPING) \
+                and wasRunning:
+            if not self.pt.operational(self.runningNids()):
+                self.enterRecovery(f"{formatNid(entry.nid)} lost and some"
+                                   " partitions have no readable copy left")
+                return
+            self._sendPartitionChanges(self.pt.outdate(self.runningNids()))
+            self._committed(self.transactions.nodeLost(entry.nid))
+
+    def _clientLost(self, entry):
+        for txn in self.transactions:
+            if txn.clientNid == entry.nid and txn.tid is None:
+                self._abort(txn)
+
+    # -- Recovery -----------------------------------------------------------
+
+    def _askRecovery(self, entry):
+        generation = self._generation
+        d = entry.proto.ask(c.AskRecovery)
+
+        def recovered(answer):
+            if generation != self._generation or entry.proto is None:
+                return
+            doc = answer["partitionTable"]
+            if doc["ptid"] and (self.pt is None or doc["ptid"] > self.pt.ptid):
+                self.pt = PartitionTable.fromJson(doc)
+                self.log.info("recovered partition table {ptid} from {peer}",
+                              ptid=doc["ptid"], peer=formatNid(entry.nid))
+            self._recovered.add(entry.nid)
+            self.checkStart()
+
+        d.addCallbacks(recovered, self._askFailed, errbackArgs=(entry,))
+
+    def _askFailed(self, failure, entry):
+        if not failure.check(NotReady, *(_closed)):
+            self.log.failure("request to {peer} failed", failure,
+                             peer=formatNid(entry.nid))
+            if entry.proto is not None:
+                entry.proto.close()
+
+    def checkStart(self) -> str:
+        """
+        Start the cluster if it may: returns why it does not otherwise.
+        """
+        if self.state is not ClusterState.RECOVERING:
+            return f"the cluster is {self.state.value}"
+        pending = [e for e in self.storages() if e.nid in self._recovered]
+        if len(pending) != len(self.storages()):
+            return "waiting for storage nodes to answer recovery"
+        ready = {e.nid for e in pending}
+        if self.pt is None:
+            if not (self.startAllowed and pending):
+                return "no partition table yet: waiting for neoctl start"
+            self.pt = PartitionTable(self.config.partitions,
+                                     self.config.replicas)
+            self.pt.make(ready)
+            self.log.info("new partition table over {count} storage nodes",
+                          count=len(ready))
+        else:
+            if self.startAllowed:
+                if not self.pt.operational(ready):
+                    return ("some partitions have no readable copy on the"
+                            " connected storage nodes")
+            else:
+                missing = self.pt.readableNids() - ready
+                if missing:
+                    return ("waiting for storage nodes " + ", ".join(
+                        formatNid(n) for n in sorted(missing)))
+            self._sendPartitionChanges(self.pt.outdate(ready))
+        self._verify(
+            [e for e in pending if e.nid in self.pt.nids()])
+        return "starting"
+
+    def enterRecovery(self, reason):
+        self.log.warn("cluster not operational: {reason}", reason=reason)
+        self._generation += 1
+        self._recovered = set()
+        for txn in self.transactions.clear():
+            if not txn.finished.called:
+                txn.finished.errback(NotReady("the cluster stopped operation"))
+        self.setState(ClusterState.RECOVERING)
+        for entry in self.nodes:
+            if entry.proto is None:
+                continue
+            if entry.nodeType is NodeType.STORAGE:
+                entry.proto.notify(c.StopOperation)
+                entry.state = NodeState.PENDING
+                self.broadcastNodes([entry])
+                self.reactor.callLater(0, self._identified, entry)
+            elif entry.nodeType is NodeType.CLIENT:
+                entry.proto.close()
+        # Automatic restart once the storage nodes are back.
+        self.startAllowed = self.startAllowed or self.pt is not None
+
+    # -- Verification -------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _verify(self, storages):
+        generation = self._generation
+        self.setState(ClusterState.VERIFYING)
+        for entry in storages:
+            self._setNodeState(entry, NodeState.RUNNING)
+        self._broadcast(c.SendPartitionTable, partitionTable=self.pt.toJson())
+        try:
+            answers = yield self._askAll(storages, c.AskLockedTransactions)
+            holders, tids = {}, {}
+            for entry, answer in zip(storages, answers):
+                for ttid, tid in answer["transactions"]:
+                    holders.setdefault(ttid, []).append(entry)
+                    if tid is not None:
+                        tids[ttid] = tid
+            validations = [
+                entry.proto.ask(c.ValidateTransaction, ttid=p64(ttid),
+                                tid=p64(tid))
+                for ttid, tid in sorted(tids.items())
+                for entry in holders[ttid]]
+            if validations:
+                self.log.info("validating {count} interrupted transactions",
+                              count=len(tids))
+            yield defer.gatherResults(validations, consumeErrors=True)
+            answers = yield self._askAll(storages, c.AskLastIDs)
+            for answer in answers:
+                if answer["lastTid"] is not None:
+                    self.lastTid = max(self.lastTid, u64(answer["lastTid"]))
+                if answer["lastOid"] is not None:
+                    self.lastOid = max(self.lastOid, u64(answer["lastOid"]))
+            self.tids.observe(self.lastTid)
+            yield self._askAll(storages, c.StartOperation)
+        except Exception as e:
+            if generation == self._generation:
+                self.enterRecovery(f"verification failed: {e}")
+            return
+        if generation == self._generation:
+            self.setState(ClusterState.RUNNING)
+
+    def _askAll(self, entries, command, **kwargs):
+        for entry in entries:
+            if entry.proto is None:
+                return defer.fail(NotReady(f"{formatNid(entry.nid)} lost"))
+        d = defer.gatherResults([e.proto.ask(command, **kwargs)
+                                 for e in entries], consumeErrors=True)
+        d.addErrback(lambda f: f.value.subFailure)
+        return d
+
+    def _startStorage(self, entry):
+        """A storage node of the partition table joined a running cluster."""
+        entry.proto.notify(c.SendPartitionTable,
+                           partitionTable=self.pt.toJson())
+        d = entry.proto.ask(c.StartOperation)
+        d.addErrback(self._askFailed, entry)
+
+    def _sendPartitionChanges(self, changes):
+        if changes:
+            self._broadcast(
+                c.NotifyPartitionChanges, ptid=self.pt.ptid,
+                replicas=self.pt.replicas,
+                changes=[[p, nid, state.value] for p, nid, state in changes])
+
+    # -- Transactions -------------------------------------------------------
+
+    def begin(self, entry, tid=None) -> bytes:
+        if self.state is not ClusterState.RUNNING:
+            raise NotReady(f"the cluster is {self.state.value}")
+        if tid is not None:
+            tid = u64(tid)
+            if len(self.transactions):
+                raise Denied("a TID may be imposed only when no other"
+                             " transaction is in progress")
+            if tid <= self.lastTid:
+                raise Denied(f"imposed TID {tid:#x} is not after the last"
+                             f" committed one {self.lastTid:#x}")
+            self.tids.observe(tid)
+            ttid = tid
+        else:
+            ttid = self.tids.next()
+        self.transactions.begin(ttid, entry.nid).imposed = tid is not None
+        return p64(ttid)
+
+    def newOids(self, count) -> list:
+        if not 0 < count <= MAX_NEW_OIDS:
+            raise Denied(f"ask between 1 and {MAX_NEW_OIDS} OIDs")
+        first = self.lastOid + 1
+        self.lastOid += count
+        return [p64(oid) for oid in range(first, self.lastOid + 1)]
+
+    def finish(self, entry, ttid, oids, checked):
+        txn = self.transactions.get(u64(ttid))
+        if txn is None or txn.clientNid != entry.nid or txn.tid is not None:
+            raise TransactionNotFound(
+                f"transaction {u64(ttid):#x} is not in progress")
+        if self.state is not ClusterState.RUNNING and \
+                self.state is not ClusterState.STOPPING:
+            raise NotReady(f"the cluster is {self.state.value}")
+        pt, running = self.pt, self.runningNids()
+        partitions = {pt.partitionOf(o) for o in oids}
+        partitions.update(pt.partitionOf(o) for o in checked)
+        partitions.add(pt.partitionOf(txn.ttid))
+        involved = set()
+        for partition in partitions:
+            involved.update(pt.writable(partition, running))
+        if txn.imposed:
+            tid = txn.ttid
+        else:
+            tid = self.tids.next(pt.partitions, txn.ttid % pt.partitions)
+        if oids:
+            self.lastOid = max(self.lastOid, max(u64(o) for o in oids))
+        self.transactions.finishing(txn, tid, oids, involved)
+        for nid in involved:
+            proto = self.nodes.get(nid).proto
+            d = proto.ask(c.AskLockInformation, ttid=ttid, tid=p64(tid))
+            d.addCallbacks(self._locked, self._lockFailed,
+                           callbackArgs=(txn, nid), errbackArgs=(txn, nid))
+        return txn.finished
+
+    def _locked(self, _, txn, nid):
+        self._committed(self.transactions.locked(txn.ttid, nid))
+
+    def _lockFailed(self, failure, txn, nid):
+        # The connection to the storage was lost: _storageLost decides.
+        failure.trap(NotReady, *_closed)
+
+    def _committed(self, txns):
+        for txn in txns:
+            tid = p64(txn.tid)
+            self.lastTid = max(self.lastTid, txn.tid)
+            for node in self.nodes.byType(NodeType.CLIENT):
+                if node.proto is not None and node.nid != txn.clientNid \
+                        and txn.oids:
+                    node.proto.notify(c.InvalidateObjects, tid=tid,
+                                      oids=txn.oids)
+            for nid in txn.involved:
+                node = self.nodes.get(nid)
+                if node is not None and node.proto is not None:
+                    node.proto.notify(c.NotifyUnlockInformation,
+                                      ttid=p64(txn.ttid))
+            txn.finished.callback({"tid": tid})
+        if txns:
+            self._checkStopped()
+
+    def abort(self, entry, ttid):
+        txn = self.transactions.get(u64(ttid))
+        if txn is not None and txn.clientNid == entry.nid and txn.tid is None:
+            self._abort(txn)
+
+    def _abort(self, txn):
+        self.transactions.remove(txn.ttid)
+        for node in self.storages(NodeState.RUNNING):
+            node.proto.notify(c.AbortTransaction, ttid=p64(txn.ttid))
+        self._checkStopped()
+
+    # -- Administration -----------------------------------------------------
+
+    def setClusterState(self, state) -> str:
+        if state is ClusterState.VERIFYING:
+            if self.state is not ClusterState.RECOVERING:
+                raise Denied(f"the cluster is already {self.state.value}")
+            if not self.storages():
+                raise Denied("no storage node is connected")
+            self.startAllowed = True
+            return self.checkStart()
+        if state is ClusterState.STOPPING:
+            self.stopCluster()
+            return "stopping"
+        raise Denied(f"the cluster state cannot be set to {state.value}")
+
+    def stopCluster(self):
+        if self._stopping is not None:
+            return
+        self._stopping = True
+        self.setState(ClusterState.STOPPING)
+        # Transactions not yet in their second phase are aborted; those
+        # being finished are waited for.
+        for txn in self.transactions:
+            if txn.tid is None:
+                self._abort(txn)
+        self._checkStopped()
+
+    def _checkStopped(self):
+        if self._stopping is not True or len(self.transactions):
+            return
+        self._stopping = False
+        self.log.info("no transaction left: shutting the cluster down")
+        closed = []
+        for node in self.nodes:
+            if node.proto is not None:
+                node.proto.notify(c.Shutdown)
+                closed.append(node.proto.whenDisconnected())
+                node.proto.close()
+        d = defer.DeferredList(closed)
+        d.addTimeout(SHUTDOWN_GRACE, self.reactor)
+        d.addBoth(lambda _: self._shutdownCallback and self._shutdownCallback())
+
+
+from twisted.internet.error import ConnectionClosed  # noqa: E402
+_closed = (ConnectionClosed, amp.ProtocolSwitched)
+
+
+class MasterHandler(amp.CommandLocator):
+    """The master's responders, for one connection."""
+
+    def __init__(self, node: MasterNode, proto):
+        self.node = node
+        self.proto = proto
+
+    def _peer(self, *types):
+        entry = self.proto.peer
+        if entry is None:
+            raise ProtocolError("identify first")
+        if types and entry.nodeType not in types:
+            raise ProtocolError(f"not a command for a {entry.nodeType.value}"
+                                " node")
+        return entry
+
+    @c.Identify.responder
+    def identify(self, protocolVersion, cluster, nodeType, nid=None,
+                 address=None):
+        return self.node.identify(self.proto, protocolVersion, cluster,
+                                  nodeType, nid, address)
+
+    @c.Ping.responder
+    def ping(self):
+        return {}
+
+    @c.AskBeginTransaction.responder
+    def askBeginTransaction(self, tid=None):
+        return {"ttid": self.node.begin(self._peer(NodeType.CLIENT), tid)}
+
+    @c.AskNewOIDs.responder
+    def askNewOIDs(self, count):
+        self._peer(NodeType.CLIENT)
+        return {"oids": self.node.newOids(count)}
+
+    @c.AskFinishTransaction.responder
+    def askFinishTransaction(self, ttid, oids, checked):
+        return self.node.finish(self._peer(NodeType.CLIENT), ttid, oids,
+                                checked)
+
+    @c.AbortTransaction.responder
+    def abortTransaction(self, ttid):
+        self.node.abort(self._peer(NodeType.CLIENT), ttid)
+        return {}
+
+    @c.AskLastTransaction.responder
+    def askLastTransaction(self):
+        self._peer()
+        lastTid = self.node.lastTid
+        return {"tid": p64(lastTid) if lastTid else None}
+
+    @c.SetClusterState.responder
+    def setClusterState(self, state):
+        self._peer(NodeType.ADMIN)
+        return {"message": self.node.setClusterState(state)}
+
+    @c.AskClusterIDs.responder
+    def askClusterIDs(self):
+        self._peer(NodeType.ADMIN)
+        node = self.node
+        return {"lastOid": p64(node.lastOid) if node.lastOid else None,
+                "lastTid": p64(node.lastTid) if node.lastTid else None,
+                "ptid": node.pt.ptid if node.pt else 0}

@@ -1,0 +1,41 @@
+"""C{twistd neo-master}: options and service assembly."""
+
+from twisted.python import usage
+
+from neo.lib.config import NodeOptions
+
+
+class Options(NodeOptions):
+    role = "master"
+    synopsis = "[options]"
+    longdesc = ("Run the primary master of a NEO cluster: it gives node ids,"
+                " keeps the partition table and the cluster state, and"
+                " coordinates every commit.  It keeps no data of its own.")
+    optParameters = NodeOptions.optParameters + [
+        ["partitions", "p", None, "Number of partitions, used when the"
+         " partition table is first made [default: 12]."],
+        ["replicas", "r", None, "Copies of each partition beyond the first"
+         " [default: 0]."],
+    ]
+    defaults = dict(NodeOptions.defaults, bind="127.0.0.1:10000",
+                    partitions="12", replicas="0")
+
+    def checkOptions(self):
+        for key, low in (("partitions", 1), ("replicas", 0)):
+            try:
+                self[key] = int(self[key])
+            except ValueError:
+                raise usage.UsageError(f"--{key} must be an integer")
+            if self[key] < low:
+                raise usage.UsageError(f"--{key} must be at least {low}")
+
+
+def makeService(options):
+    from twisted.internet import reactor
+
+    from neo.lib.tap import processCallbacks
+    from neo.services.master.config import MasterConfig
+    from neo.services.master.node import MasterNode
+    fatal, shutdown = processCallbacks(reactor)
+    return MasterNode(MasterConfig.fromOptions(options), reactor, fatal,
+                      shutdown)

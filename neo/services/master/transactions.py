@@ -1,0 +1,91 @@
+# -*- test-case-name: tests.unit.test_master -*-
+"""
+The master's view of transactions in progress, and its commit queue.
+
+Transactions are answered, invalidated and unlocked strictly in TID order,
+even when their storage nodes acknowledge the lock out of order.
+"""
+
+from twisted.internet import defer
+
+
+class MasterTransaction:
+    """
+    @ivar ttid: the temporary TID given at begin (an integer).
+    @ivar tid: the final TID, given at finish (C{None} before).
+    @ivar locking: storage nids that have not yet answered the lock.
+    @ivar involved: storage nids that took part in the lock phase.
+    """
+
+    def __init__(self, ttid: int, clientNid: int):
+        self.ttid = ttid
+        self.clientNid = clientNid
+        self.tid = None
+        self.oids = []
+        self.locking = set()
+        self.involved = set()
+        self.finished = defer.Deferred()
+
+
+class TransactionTable:
+    """Transactions by ttid, plus the queue of those being finished."""
+
+    def __init__(self):
+        self._byTtid = {}
+        self.queue = []
+
+    def __len__(self):
+        return len(self._byTtid)
+
+    def __iter__(self):
+        return iter(list(self._byTtid.values()))
+
+    def get(self, ttid):
+        return self._byTtid.get(ttid)
+
+    def begin(self, ttid: int, clientNid: int) -> MasterTransaction:
+        txn = self._byTtid[ttid] = MasterTransaction(ttid, clientNid)
+        return txn
+
+    def remove(self, ttid):
+        return self._byTtid.pop(ttid, None)
+
+    def finishing(self, txn: MasterTransaction, tid: int, oids, involved):
+        """Enter the lock phase; TIDs are handed out in increasing order, so
+        appending keeps the queue sorted."""
+        txn.tid = tid
+        txn.oids = oids
+        txn.involved = set(involved)
+        txn.locking = set(involved)
+        self.queue.append(txn)
+
+    def locked(self, ttid, nid) -> list:
+        """
+        A storage node answered the lock (or was lost).  Returns the
+        transactions now committed, in TID order.
+        """
+        txn = self._byTtid.get(ttid)
+        if txn is not None:
+            txn.locking.discard(nid)
+        return self._pop()
+
+    def nodeLost(self, nid) -> list:
+        for txn in self.queue:
+            txn.locking.discard(nid)
+            txn.involved.discard(nid)
+        return self._pop()
+
+    def _pop(self) -> list:
+        done = []
+        while self.queue and not self.queue[0].locking:
+            txn = self.queue.pop(0)
+            self._byTtid.pop(txn.ttid, None)
+            done.append(txn)
+        return done
+
+    def clear(self) -> list:
+        """Forget everything (the cluster left operation)."""
+        txns = list(self._byTtid.values())
+        self._byTtid.clear()
+        self.queue = []
+        return txns

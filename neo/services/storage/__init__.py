@@ -1,0 +1,1 @@
+"""The storage node: partitions of the data, with history, in SQL."""

@@ -1,0 +1,53 @@
+"""The interface every storage backend provides."""
+
+from zope.interface import Attribute, Interface
+
+
+class IStorageBackend(Interface):
+    """
+    The database of one storage node.  Every method returns a Deferred and
+    runs its SQL off the reactor thread, in submission order.
+
+    OIDs and TIDs are integers here; records are bytes.
+    """
+
+    config = Attribute("dict of the persistent settings, loaded at open()")
+
+    def open():
+        """Create or check the schema and load C{config}."""
+
+    def close():
+        """Close the connections."""
+
+    def reset():
+        """Erase everything this node stored."""
+
+    def setConfig(name, value):
+        """Persist one setting (None deletes it)."""
+
+    def lastSerial(partition, oid):
+        """The last committed TID of an object, or None."""
+
+    def load(partition, oid, serial, before):
+        """C{(serial, nextSerial, compression, data, deleted)}."""
+
+    def vote(ttid, partition, metadata, objects):
+        """Make a transaction's stores durable in the temporary tables."""
+
+    def lockTransaction(ttid, tid):
+        """Record the final TID of a voted transaction (durably)."""
+
+    def unlockTransaction(ttid):
+        """Move a locked transaction to the permanent tables."""
+
+    def abortTransaction(ttid):
+        """Drop the temporary data of a transaction."""
+
+    def lockedTransactions():
+        """C{[(ttid, tid or None)]} of the voted transactions."""
+
+    def finishRecovery():
+        """Commit the locked transactions, drop the others."""
+
+    def lastIds():
+        """C{(lastTid, lastOid)}, None where nothing is stored."""

@@ -1,0 +1,383 @@
+# -*- test-case-name: tests.functional.test_cluster -*-
+"""
+The storage node.
+
+It opens its database, listens for clients, then keeps a link to the
+primary master: it answers the master's recovery and verification
+questions, and once told to start operation serves stores, votes and
+loads to clients, and locks and unlocks transactions for the master.
+"""
+
+import zlib
+
+from twisted.internet import defer
+from twisted.protocols import amp
+
+from neo.cluster.partition_table import PartitionTable
+from neo.lib.ids import formatNid, p64, u64
+from neo.lib.states import ClusterState, NodeState, NodeType
+from neo.protocols import commands as c
+from neo.protocols.errors import NotReady, ProtocolError
+from neo.services.node import (
+    BaseNode, ListenerService, MasterLinkService, NodeTable, ProtocolFactory)
+from neo.services.storage.sqlite import DatabaseError
+from neo.services.storage.transactions import TransactionManager
+
+#: How long a client's identification waits for the master to announce it.
+IDENTIFY_WAIT = 10.0
+
+
+def makeBackend(config, reactor):
+    """The database backend the configuration names."""
+    adapter = (config.adapter or "SQLite").lower()
+    if adapter == "sqlite":
+        from neo.services.storage.sqlite import SQLiteBackend
+        return SQLiteBackend(config.database, config.cluster, reactor)
+    raise DatabaseError(f"unknown adapter {config.adapter!r}")
+
+
+class StorageNode(BaseNode):
+    """
+    @ivar operational: whether the master told us to serve clients.
+    @ivar pt: the L{PartitionTable} as the master last sent it.
+    """
+
+    role = "storage"
+    nodeType = NodeType.STORAGE
+
+    def __init__(self, config, reactor, fatalCallback=None,
+                 shutdownCallback=None):
+        super().__init__(config.cluster, reactor, fatalCallback)
+        self.config = config
+        self.db = makeBackend(config, reactor)
+        self.txns = TransactionManager(self.db)
+        self.nodes = NodeTable()
+        self.pt = None
+        self.clusterState = None
+        self.operational = False
+        self.master = None
+        self._clients = set()
+        self._nodeWaiters = []
+        self._shutdownCallback = shutdownCallback
+        listener = ListenerService(
+            reactor, config.bind,
+            ProtocolFactory(lambda proto: ClientHandler(self, proto),
+                            self._peerLost),
+            config.addressFile)
+        listener.setName("listener")
+        listener.setServiceParent(self)
+
+    def startService(self):
+        super().startService()
+        d = self.db.reset() if self.config.reset else defer.succeed(None)
+        d.addCallback(lambda _: self.db.open())
+        d.addCallback(self._opened)
+        d.addCallback(lambda _: self.getServiceNamed("listener").listening)
+        d.addCallback(self._listening)
+        d.addErrback(self._startFailed)
+        self._started = d
+
+    def _opened(self, db):
+        nid = db.config.get("nid")
+        self.nid = int(nid) if nid else None
+        if self.config.reset:
+            self.log.info("database {path} wiped", path=self.config.database)
+
+    def _listening(self, address):
+        link = MasterLinkService(self, self.reactor, self.config.masters)
+        link.setName("master-link")
+        link.setServiceParent(self)
+        self.logRunning(address)
+
+    def _startFailed(self, failure):
+        if failure.check(DatabaseError):
+            self.fatal(f"cannot use database {self.config.database}:"
+                       f" {failure.value}")
+        else:
+            self.fatal(f"cannot start: {failure.getErrorMessage()}")
+
+    def stopService(self):
+        self.operational = False
+        closed = [p.whenDisconnected() for p in self._clients]
+        for proto in list(self._clients):
+            proto.close()
+        d = defer.maybeDeferred(super().stopService)
+        d.addCallback(lambda _: defer.DeferredList(closed))
+        d.addBoth(lambda _: self.db.close())
+        return d
+
+    # -- The master link -----------------------------------------------------
+
+    def makeMasterHandler(self, proto):
+        return MasterHandler(self, proto)
+
+    def masterIdentified(self, proto, answer):
+        if answer["nodeType"] != NodeType.MASTER.value:
+            raise ProtocolError("not connected to a master")
+        self.master = proto
+        if answer["yourNid"] != self.nid:
+            self.nid = answer["yourNid"]
+            self.db.setConfig("nid", self.nid)
+        self.nodes = NodeTable()
+        self.nodes.update(answer["nodes"] or [])
+        self._nodesChanged()
+        self.clusterState = answer["clusterState"]
+        self.log.info("identified to the master as {me}",
+                      me=formatNid(self.nid))
+
+    def masterLost(self, proto):
+        if proto is not self.master:
+            return
+        self.master = None
+        self.log.warn("lost the master: stopping operation")
+        self.stopOperation()
+
+    def stopOperation(self):
+        self.operational = False
+        self.txns.clear()
+        for client in list(self._clients):
+            client.close()
+
+    def shutdown(self):
+        self.log.info("the cluster is stopping")
+        self.stopOperation()
+        if self._shutdownCallback is not None:
+            self._shutdownCallback()
+
+    def setPartitionTable(self, doc):
+        self.pt = PartitionTable.fromJson(doc)
+        return self.db.savePartitionTable(doc)
+
+    def nodesUpdated(self, rows):
+        for entry in self.nodes.update(rows):
+            if entry.nid == self.nid and entry.state is NodeState.UNKNOWN:
+                self.fatal("the master forgot this node")
+        self._nodesChanged()
+
+    def _nodesChanged(self):
+        waiters, self._nodeWaiters = self._nodeWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # -- Clients -------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def identifyClient(self, proto, protocolVersion, cluster, nodeType, nid):
+        if protocolVersion != c.PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version mismatch: the storage speaks version"
+                f" {c.PROTOCOL_VERSION}, this node {protocolVersion}")
+        if cluster != self.cluster:
+            self.log.warn("refused a node of cluster {theirs!r}",
+                          theirs=cluster)
+            raise ProtocolError(
+                f"wrong cluster name {cluster!r}: this storage belongs to"
+                f" cluster {self.cluster!r}")
+        if nodeType != NodeType.CLIENT.value:
+            raise ProtocolError(f"a {nodeType} node cannot connect here")
+        if not self.operational:
+            raise NotReady("this storage node is not operational")
+        # The master is the source of truth about who is in the cluster:
+        # wait until it has announced this client to us.
+        deadline = self.reactor.seconds() + IDENTIFY_WAIT
+        while True:
+            entry = self.nodes.get(nid)
+            if entry is not None and entry.state is NodeState.RUNNING:
+                break
+            if self.reactor.seconds() >= deadline:
+                raise NotReady(f"{formatNid(nid)} is unknown to the master")
+            d = defer.Deferred()
+            self._nodeWaiters.append(d)
+            d.addTimeout(deadline - self.reactor.seconds(), self.reactor,
+                         onTimeoutCancel=lambda *a: None)
+            yield d
+        proto.peer = entry
+        self._clients.add(proto)
+        return {"nodeType": NodeType.STORAGE.value, "nid": self.nid}
+
+    def _peerLost(self, proto):
+        self._clients.discard(proto)
+        if proto.peer is not None and self.operational:
+            self.txns.abortClient(proto.peer.nid)
+
+    def partitionOf(self, oidOrTid):
+        if self.pt is None:
+            raise NotReady("no partition table")
+        return self.pt.partitionOf(oidOrTid)
+
+
+class MasterHandler(amp.CommandLocator):
+    """What the storage node answers to the master."""
+
+    def __init__(self, node: StorageNode, proto):
+        self.node = node
+        self.proto = proto
+        self.db = node.db
+
+    @c.Ping.responder
+    def ping(self):
+        return {}
+
+    @c.NotifyNodeInformation.responder
+    def notifyNodeInformation(self, nodes):
+        self.node.nodesUpdated(nodes)
+        return {}
+
+    @c.NotifyClusterState.responder
+    def notifyClusterState(self, state):
+        self.node.clusterState = state
+        return {}
+
+    @c.SendPartitionTable.responder
+    def sendPartitionTable(self, partitionTable):
+        self.node.setPartitionTable(partitionTable)
+        return {}
+
+    @c.NotifyPartitionChanges.responder
+    def notifyPartitionChanges(self, ptid, replicas, changes):
+        pt = self.node.pt
+        if pt is None:
+            raise ProtocolError("partition changes without a table")
+        pt.apply(ptid, replicas, changes)
+        self.db.savePartitionTable(pt.toJson())
+        return {}
+
+    @c.AskRecovery.responder
+    def askRecovery(self):
+        doc = self.db.partitionTable() or {"ptid": 0, "replicas": 0,
+                                           "rows": []}
+        if self.node.pt is None and doc["ptid"]:
+            self.node.pt = PartitionTable.fromJson(doc)
+        return {"partitionTable": doc}
+
+    @c.AskLockedTransactions.responder
+    def askLockedTransactions(self):
+        d = self.db.lockedTransactions()
+        d.addCallback(lambda rows: {"transactions": [list(r) for r in rows]})
+        return d
+
+    @c.ValidateTransaction.responder
+    def validateTransaction(self, ttid, tid):
+        d = self.db.lockTransaction(u64(ttid), u64(tid))
+        d.addCallback(lambda _: self.db.unlockTransaction(u64(ttid)))
+        return d.addCallback(lambda _: {})
+
+    @c.AskLastIDs.responder
+    def askLastIDs(self):
+        def answer(ids):
+            lastTid, lastOid = ids
+            return {"lastTid": None if lastTid is None else p64(lastTid),
+                    "lastOid": None if lastOid is None else p64(lastOid)}
+        return self.db.lastIds().addCallback(answer)
+
+    @c.StartOperation.responder
+    @defer.inlineCallbacks
+    def startOperation(self):
+        if self.node.pt is None:
+            raise ProtocolError("start operation without a partition table")
+        self.node.txns.clear()
+        # Locked transactions are committed; the others never will be.
+        yield self.db.finishRecovery()
+        self.node.operational = True
+        self.node.log.info("operational")
+        return {}
+
+    @c.StopOperation.responder
+    def stopOperation(self):
+        self.node.stopOperation()
+        return {}
+
+    @c.Shutdown.responder
+    def shutdown(self):
+        self.node.shutdown()
+        return {}
+
+    @c.AskLockInformation.responder
+    def askLockInformation(self, ttid, tid):
+        return self.node.txns.lock(ttid, tid).addCallback(lambda _: {})
+
+    @c.NotifyUnlockInformation.responder
+    def notifyUnlockInformation(self, ttid):
+        d = self.node.txns.unlock(ttid)
+        d.addErrback(lambda f: self.node.log.failure(
+            "unlock of {ttid} failed", f, ttid=u64(ttid)))
+        return {}
+
+    @c.AbortTransaction.responder
+    def abortTransaction(self, ttid):
+        self.node.txns.abort(ttid)
+        return {}
+
+
+class ClientHandler(amp.CommandLocator):
+    """What the storage node answers to clients."""
+
+    def __init__(self, node: StorageNode, proto):
+        self.node = node
+        self.proto = proto
+
+    def _client(self):
+        if self.proto.peer is None:
+            raise ProtocolError("identify first")
+        if not self.node.operational:
+            raise NotReady("this storage node is not operational")
+        return self.proto.peer
+
+    @c.Identify.responder
+    def identify(self, protocolVersion, cluster, nodeType, nid=None,
+                 address=None):
+        if self.proto.peer is not None:
+            raise ProtocolError("this connection is already identified")
+        return self.node.identifyClient(self.proto, protocolVersion, cluster,
+                                        nodeType, nid)
+
+    @c.Ping.responder
+    def ping(self):
+        return {}
+
+    @c.StoreObject.responder
+    def storeObject(self, ttid, oid, serial, compression, data):
+        client = self._client()
+        txn = self.node.txns.get(ttid, client.nid, create=True)
+        d = self.node.txns.store(txn, self.node.partitionOf(oid), oid, serial,
+                                 compression, data)
+        return d.addCallback(lambda conflict: {"conflict": conflict})
+
+    @c.CheckCurrentSerial.responder
+    def checkCurrentSerial(self, ttid, oid, serial):
+        client = self._client()
+        txn = self.node.txns.get(ttid, client.nid, create=True)
+        d = self.node.txns.checkCurrent(txn, self.node.partitionOf(oid), oid,
+                                        serial)
+        return d.addCallback(lambda conflict: {"conflict": conflict})
+
+    @c.VoteTransaction.responder
+    def voteTransaction(self, ttid, user=None, description=None,
+                        extension=None, oids=None):
+        client = self._client()
+        txn = self.node.txns.get(ttid, client.nid, create=True)
+        metadata = None
+        if oids is not None:
+            metadata = (user or b"", description or b"", extension or b"",
+                        b"".join(oids))
+        d = self.node.txns.vote(txn, self.node.partitionOf(ttid), metadata)
+        return d.addCallback(lambda conflicts: {"conflicts": conflicts})
+
+    @c.AbortTransaction.responder
+    def abortTransaction(self, ttid):
+        self._client()
+        self.node.txns.abort(ttid)
+        return {}
+
+    @c.AskObject.responder
+    @defer.inlineCallbacks
+    def askObject(self, oid, serial=None, before=None):
+        self._client()
+        partition = self.node.partitionOf(oid)
+        yield self.node.txns.readable(oid)
+        tid, nextTid, compression, data, deleted = yield self.node.db.load(
+            partition, u64(oid), None if serial is None else u64(serial),
+            None if before is None else u64(before))
+        return {"serial": p64(tid),
+                "nextSerial": None if nextTid is None else p64(nextTid),
+                "compression": compression, "data": data, "deleted": deleted}

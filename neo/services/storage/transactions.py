@@ -1,0 +1,239 @@
+# -*- test-case-name: tests.unit.test_storage_locks -*-
+"""
+Write locks, conflict detection and the two phases of commit on a storage
+node.
+
+Locks are per object.  To stay free of deadlocks across storage nodes,
+transactions are ordered by their temporary TID (begin order): a younger
+transaction waits for an older one, and for any voted one; an older
+transaction that finds a younger, unvoted one holding a lock takes the
+lock from it.  The younger must then take the lock again when it votes,
+and learns of a conflict there if the older one committed meanwhile.
+Voted transactions hold all their locks and never wait, so every chain of
+waits ends.
+"""
+
+from twisted.internet import defer
+
+from neo.lib.ids import ZERO_TID, p64, u64
+from neo.protocols.errors import TransactionNotFound
+
+
+class StorageTransaction:
+    """
+    A transaction as one storage node sees it.
+
+    @ivar stores: C{{oid: (partition, serial, compression, data)}}.
+    @ivar checked: C{{oid: (partition, serial)}} of checkCurrentSerial.
+    @ivar relock: oids whose lock an older transaction took from us.
+    """
+
+    def __init__(self, ttid: bytes, clientNid: int):
+        self.ttid = ttid
+        self.clientNid = clientNid
+        self.stores = {}
+        self.checked = {}
+        self.relock = set()
+        self.voted = False
+        self.tid = None
+        self.aborted = False
+
+    def oids(self):
+        return set(self.stores) | set(self.checked)
+
+
+class TransactionManager:
+    """The transactions in progress on a storage node and their locks."""
+
+    def __init__(self, db):
+        self._db = db
+        self._txns = {}
+        self._locks = {}
+        self._lockWaiters = {}
+        self._readLocks = {}
+        self._readWaiters = {}
+
+    def __len__(self):
+        return len(self._txns)
+
+    def get(self, ttid, clientNid=None, create=False):
+        txn = self._txns.get(ttid)
+        if txn is None:
+            if not create:
+                raise TransactionNotFound(
+                    f"transaction {u64(ttid):#x} is not in progress here")
+            txn = self._txns[ttid] = StorageTransaction(ttid, clientNid)
+        return txn
+
+    # -- Locks --------------------------------------------------------------
+
+    @staticmethod
+    def _wait(waiters, oid):
+        d = defer.Deferred()
+        waiters.setdefault(oid, []).append(d)
+        return d
+
+    @staticmethod
+    def _wake(waiters, oid):
+        for d in waiters.pop(oid, ()):
+            d.callback(None)
+
+    @defer.inlineCallbacks
+    def _acquire(self, txn, oid):
+        while True:
+            if txn.aborted:
+                raise TransactionNotFound(
+                    f"transaction {u64(txn.ttid):#x} was aborted")
+            holder = self._locks.get(oid)
+            if holder is None or holder is txn:
+                break
+            if holder.voted or holder.ttid < txn.ttid:
+                yield self._wait(self._lockWaiters, oid)
+                continue
+            # We are older than an unvoted holder: take the lock from it.
+            holder.relock.add(oid)
+            break
+        self._locks[oid] = txn
+
+    def _release(self, txn, oid):
+        if self._locks.get(oid) is txn:
+            del self._locks[oid]
+            self._wake(self._lockWaiters, oid)
+
+    def _releaseAll(self, txn):
+        for oid in txn.oids():
+            self._release(txn, oid)
+            if self._readLocks.get(oid) is txn:
+                del self._readLocks[oid]
+                self._wake(self._readWaiters, oid)
+
+    @defer.inlineCallbacks
+    def _check(self, txn, oid, partition, serial):
+        """Lock C{oid}; return the last serial if it is not C{serial}."""
+        yield self._acquire(txn, oid)
+        last = yield self._db.lastSerial(partition, u64(oid))
+        if last is not None and p64(last) != serial:
+            self._release(txn, oid)
+            return p64(last)
+        return None
+
+    # -- First phase ---------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def store(self, txn, partition, oid, serial, compression, data):
+        """
+        Store a revision; returns None, or the last committed serial when
+        it differs from C{serial} (a conflict: nothing is kept).
+        """
+        if txn.voted:
+            raise TransactionNotFound("the transaction is already voted")
+        txn.stores[oid] = (partition, serial, compression, data)
+        conflict = yield self._check(txn, oid, partition, serial)
+        if conflict is not None:
+            txn.stores.pop(oid, None)
+        return conflict
+
+    @defer.inlineCallbacks
+    def checkCurrent(self, txn, partition, oid, serial):
+        txn.checked[oid] = (partition, serial)
+        conflict = yield self._check(txn, oid, partition, serial)
+        if conflict is not None:
+            txn.checked.pop(oid, None)
+        return conflict
+
+    @defer.inlineCallbacks
+    def vote(self, txn, partition, metadata):
+        """
+        Take back the locks older transactions took from us, then make the
+        stores durable.  Returns the conflicts found, as a list of
+        C{oid + serial}; if there are any, nothing is voted.
+        """
+        conflicts = []
+        while txn.relock:
+            oids = sorted(txn.relock)
+            txn.relock.clear()
+            for oid in oids:
+                if oid in txn.stores:
+                    p, serial = txn.stores[oid][:2]
+                elif oid in txn.checked:
+                    p, serial = txn.checked[oid]
+                else:
+                    continue
+                conflict = yield self._check(txn, oid, p, serial)
+                if conflict is not None:
+                    txn.stores.pop(oid, None)
+                    txn.checked.pop(oid, None)
+                    txn.relock.discard(oid)
+                    conflicts.append(oid + conflict)
+        if conflicts:
+            return conflicts
+        if txn.aborted:
+            raise TransactionNotFound("the transaction was aborted")
+        txn.voted = True
+        objects = [(p, u64(oid), compression, data)
+                   for oid, (p, _, compression, data) in txn.stores.items()]
+        try:
+            yield self._db.vote(u64(txn.ttid), partition, metadata, objects)
+        except Exception:
+            self.abort(txn.ttid)
+            raise
+        # The data is in the database now.
+        txn.stores = {oid: v[:2] + (None, None)
+                      for oid, v in txn.stores.items()}
+        return []
+
+    # -- Second phase --------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def lock(self, ttid, tid):
+        """Lock the transaction under its final TID (durably)."""
+        txn = self._txns.get(ttid)
+        if txn is None:
+            return  # Nothing of it here (e.g. it only had checks elsewhere).
+        txn.tid = tid
+        for oid in txn.stores:
+            self._readLocks[oid] = txn
+        yield self._db.lockTransaction(u64(ttid), u64(tid))
+
+    @defer.inlineCallbacks
+    def unlock(self, ttid):
+        """The transaction is committed: make it visible, release it."""
+        txn = self._txns.get(ttid)
+        if txn is None:
+            return
+        try:
+            yield self._db.unlockTransaction(u64(ttid))
+        finally:
+            del self._txns[ttid]
+            self._releaseAll(txn)
+
+    def abort(self, ttid):
+        """Forget a transaction that is not locked.  Returns a Deferred."""
+        txn = self._txns.get(ttid)
+        if txn is None or txn.tid is not None:
+            return defer.succeed(None)
+        txn.aborted = True
+        del self._txns[ttid]
+        self._releaseAll(txn)
+        if txn.voted:
+            return self._db.abortTransaction(u64(ttid))
+        return defer.succeed(None)
+
+    def abortClient(self, clientNid):
+        """A client left: forget its transactions that are not voted."""
+        for txn in list(self._txns.values()):
+            if txn.clientNid == clientNid and not txn.voted:
+                self.abort(txn.ttid)
+
+    def clear(self):
+        """Forget everything in memory (the temporary tables stay)."""
+        for txn in list(self._txns.values()):
+            txn.aborted = True
+            self._releaseAll(txn)
+        self._txns.clear()
+
+    @defer.inlineCallbacks
+    def readable(self, oid):
+        """Wait while a transaction being committed holds C{oid}."""
+        while oid in self._readLocks:
+            yield self._wait(self._readWaiters, oid)
