@@ -86,7 +86,7 @@ class NodeOptions(usage.Options):
         ["address-file", None, None, "Write the bound HOST:PORT to this file"
          " once listening."],
     ]
-    defaults = {"masters": "127.0.0.1:10000", "bind": "127.0.0.1:0"}
+    nodeDefaults = {"masters": "127.0.0.1:10000", "bind": "127.0.0.1:0"}
     required = ("cluster",)
 
     def postOptions(self):
@@ -94,7 +94,7 @@ class NodeOptions(usage.Options):
             self._readFile(self["file"], self["section"])
         elif self["section"]:
             raise usage.UsageError("--section needs --file")
-        for key, value in self.defaults.items():
+        for key, value in self.nodeDefaults.items():
             if self[key] is None:
                 self[key] = value
         for key in self.required:

@@ -45,13 +45,25 @@ class NodeProtocol(amp.AMP):
             return None
         return self.handler.locateResponder(name)
 
+    def makeConnection(self, transport):
+        # AMP.makeConnection logs every connection at info level; nodes log
+        # what matters (identification) themselves.
+        self._transportPeer = transport.getPeer()
+        self._transportHost = transport.getHost()
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
     def connectionMade(self):
         self.connected = True
+        # Requests and answers are small and latency-bound: no Nagle.
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
         super().connectionMade()
 
     def connectionLost(self, reason):
         self.connected = False
-        super().connectionLost(reason)
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
         waiting, self._disconnected = self._disconnected, []
         for d in waiting:
             d.callback(None)

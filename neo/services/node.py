@@ -159,6 +159,8 @@ class RoundRobinEndpoint:
 class ProtocolFactory(protocol.Factory):
     """Builds L{NodeProtocol}s whose handler the node chooses."""
 
+    noisy = False
+
     def __init__(self, makeHandler, onConnectionLost=None):
         self._makeHandler = makeHandler
         self._onConnectionLost = onConnectionLost
@@ -240,8 +242,18 @@ class BaseNode(service.MultiService):
 
     def fatal(self, reason: str) -> None:
         self.log.critical("fatal: {reason}", reason=reason)
+        # Stop the master link first: stopping the reactor under a
+        # connection being prepared upsets ClientService.
+        try:
+            link = self.getServiceNamed("master-link")
+        except KeyError:
+            link = None
+        if link is not None and link.running:
+            d = defer.maybeDeferred(link.stopService)
+        else:
+            d = defer.succeed(None)
         if self._fatalCallback is not None:
-            self._fatalCallback(reason)
+            d.addBoth(lambda _: self._fatalCallback(reason))
 
     def logRunning(self, address):
         self.log.info("neo-{role} running on {address}", address=

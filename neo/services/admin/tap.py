@@ -8,7 +8,7 @@ class Options(NodeOptions):
     synopsis = "[options]"
     longdesc = ("Run the admin node of a NEO cluster: neoctl connects to it"
                 " (at its --bind address) to watch and command the cluster.")
-    defaults = dict(NodeOptions.defaults, bind="127.0.0.1:9999")
+    nodeDefaults = dict(NodeOptions.nodeDefaults, bind="127.0.0.1:9999")
 
 
 def makeService(options):

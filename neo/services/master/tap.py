@@ -17,7 +17,7 @@ class Options(NodeOptions):
         ["replicas", "r", None, "Copies of each partition beyond the first"
          " [default: 0]."],
     ]
-    defaults = dict(NodeOptions.defaults, bind="127.0.0.1:10000",
+    nodeDefaults = dict(NodeOptions.nodeDefaults, bind="127.0.0.1:10000",
                     partitions="12", replicas="0")
 
     def checkOptions(self):

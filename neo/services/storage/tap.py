@@ -19,7 +19,7 @@ class Options(NodeOptions):
          " required)."],
     ]
     optFlags = [["reset", None, "Wipe this node's data before starting."]]
-    defaults = dict(NodeOptions.defaults, adapter="SQLite")
+    nodeDefaults = dict(NodeOptions.nodeDefaults, adapter="SQLite")
     required = ("cluster", "database")
 
     def checkOptions(self):
