@@ -124,6 +124,11 @@ class Storage(ConflictResolvingStorage):
     def supportsUndo(self):
         return False
 
+    def undo(self, transaction_id, transaction):
+        if self._readOnly:
+            raise POSException.ReadOnlyError()
+        raise POSException.Unsupported("undo is not supported yet")
+
     def history(self, oid, size=1):
         raise NotImplementedError("history is not supported yet")
 
@@ -212,12 +217,16 @@ class Storage(ConflictResolvingStorage):
         self._txns[transaction] = txn
 
     def store(self, oid, serial, data, version, transaction):
+        if self._readOnly:
+            raise POSException.ReadOnlyError()
         if version:
             raise POSException.Unsupported("versions are not supported")
         txn = self._txn(transaction, "store")
         self._store(txn, oid, serial, data)
 
     def _store(self, txn, oid, serial, data):
+        if serial is None:
+            serial = ZERO_TID
         txn.data[oid] = (serial, data)
         compression, sent = 0, data
         if self._compress and data:

@@ -113,14 +113,30 @@ class ListenerService(service.Service):
         self._addressFile = addressFile
         self._port = None
         self.address = None
-        self.listening = defer.Deferred()
+        self._waiting = []
+        self._failure = None
 
     def startService(self):
         super().startService()
         endpoint = serverFromString(self._reactor, serverEndpoint(self._bind))
         d = endpoint.listen(self._factory)
-        d.addCallback(self._listened)
-        d.addErrback(self.listening.errback)
+        d.addCallbacks(self._listened, self._failed)
+
+    def whenListening(self) -> defer.Deferred:
+        """A Deferred of C{(host, port)} once listening."""
+        if self.address is not None:
+            return defer.succeed(self.address)
+        if self._failure is not None:
+            return defer.fail(self._failure)
+        d = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+    def _failed(self, failure):
+        self._failure = failure
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(failure)
 
     def _listened(self, port):
         self._port = port
@@ -131,7 +147,9 @@ class ListenerService(service.Service):
             with open(tmp, "w") as f:
                 f.write(formatAddress(self.address) + "\n")
             os.replace(tmp, self._addressFile)
-        self.listening.callback(self.address)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(self.address)
 
     def stopService(self):
         super().stopService()

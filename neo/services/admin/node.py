@@ -53,7 +53,7 @@ class AdminNode(BaseNode):
 
     def startService(self):
         super().startService()
-        self.getServiceNamed("listener").listening.addCallbacks(
+        self.getServiceNamed("listener").whenListening().addCallbacks(
             self._listening, lambda f: self.fatal(
                 f"cannot listen: {f.getErrorMessage()}"))
 

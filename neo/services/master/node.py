@@ -11,6 +11,7 @@ everything again from the storage nodes.
 """
 
 from twisted.internet import defer
+from twisted.internet.error import ConnectionClosed
 from twisted.protocols import amp
 
 from neo.cluster.partition_table import PartitionTable
@@ -18,7 +19,6 @@ from neo.lib.config import formatAddress, parseAddress
 from neo.lib.ids import TidAllocator, formatNid, makeNid, nidType, p64, u64
 from neo.lib.states import ClusterState, NodeState, NodeType
 from neo.protocols import commands as c
-from neo.protocols.base import ignoreClosed
 from neo.protocols.errors import (
     Denied, NotReady, ProtocolError, TransactionNotFound)
 from neo.services.master.transactions import TransactionTable
@@ -29,6 +29,8 @@ from neo.services.node import (
 MAX_NEW_OIDS = 10000
 #: How long the master waits for connections to close when stopping.
 SHUTDOWN_GRACE = 5.0
+
+_closed = (ConnectionClosed, amp.ProtocolSwitched)
 
 
 class MasterNode(BaseNode):
@@ -62,6 +64,7 @@ class MasterNode(BaseNode):
         self._numbers = {}
         self._shutdownCallback = shutdownCallback
         self._stopping = None
+        self._stateWaiters = {}
         listener = ListenerService(
             reactor, config.bind,
             ProtocolFactory(lambda proto: MasterHandler(self, proto),
@@ -73,7 +76,7 @@ class MasterNode(BaseNode):
     def startService(self):
         super().startService()
         listener = self.getServiceNamed("listener")
-        listener.listening.addCallbacks(self._listening, self._cannotListen)
+        listener.whenListening().addCallbacks(self._listening, self._cannotListen)
 
     def _listening(self, address):
         self.me.address = address
@@ -205,6 +208,16 @@ class MasterNode(BaseNode):
                           new=state.value)
             self.state = state
             self._broadcast(c.NotifyClusterState, state=state)
+            for d in self._stateWaiters.pop(state, ()):
+                d.callback(state)
+
+    def whenState(self, state) -> defer.Deferred:
+        """A Deferred fired when the cluster next reaches C{state}."""
+        if state is self.state:
+            return defer.succeed(state)
+        d = defer.Deferred()
+        self._stateWaiters.setdefault(state, []).append(d)
+        return d
 
     def _setNodeState(self, entry, state):
         if entry.state is not state:
@@ -538,9 +551,6 @@ class MasterNode(BaseNode):
         d.addTimeout(SHUTDOWN_GRACE, self.reactor)
         d.addBoth(lambda _: self._shutdownCallback and self._shutdownCallback())
 
-
-from twisted.internet.error import ConnectionClosed  # noqa: E402
-_closed = (ConnectionClosed, amp.ProtocolSwitched)
 
 
 class MasterHandler(amp.CommandLocator):

@@ -72,7 +72,7 @@ class StorageNode(BaseNode):
         d = self.db.reset() if self.config.reset else defer.succeed(None)
         d.addCallback(lambda _: self.db.open())
         d.addCallback(self._opened)
-        d.addCallback(lambda _: self.getServiceNamed("listener").listening)
+        d.addCallback(lambda _: self.getServiceNamed("listener").whenListening())
         d.addCallback(self._listening)
         d.addErrback(self._startFailed)
         self._started = d
