@@ -1,0 +1,420 @@
+"""
+Tests for L{neo.protocols.arguments}, L{neo.protocols.commands} and
+L{neo.protocols.base}, over an in-memory connection.
+"""
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from neo.lib.ids import p64, u64
+from neo.lib.states import ClusterState
+from neo.protocols import commands as c
+from neo.protocols.arguments import (
+    MAX_RECORD, BigBytes, Enum, Id8, Json, OidList)
+from neo.protocols.base import NodeProtocol, ignoreClosed
+from neo.protocols.errors import (
+    NotReady, OidNotFound, ProtocolError, RecordTooLarge)
+
+OID1, OID2 = p64(1), p64(2)
+TID1, TID2 = p64(0x1000), p64(0x2000)
+#: A compression code the fake storage refuses as a protocol violation.
+BAD_COMPRESSION = 99
+
+
+def settled(d):
+    """
+    A Deferred with the result of C{d}, while C{d} itself ends in success.
+
+    AMP treats an error answer that reaches a C{callRemote} Deferred with
+    no errback yet as unhandled and drops the connection; the errback
+    added here is there before any answer arrives.
+    """
+    result = defer.Deferred()
+
+    def relay(outcome):
+        if isinstance(outcome, Failure):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
+
+    d.addBoth(relay)
+    return result
+
+
+class FakeStorage(amp.CommandLocator):
+    """
+    Answers a few commands like a storage node (and a master) would.
+
+    @ivar objects: C{{oid: (serial, data)}} answered by AskObject.
+    @ivar received: C{(command name, arguments)} of every command received.
+    @ivar stall: when true, AskObject answers with a Deferred fired only
+        through C{stalled}.
+    """
+
+    def __init__(self):
+        self.objects = {}
+        self.received = []
+        self.stall = False
+        self.stalled = []
+
+    @c.AskObject.responder
+    def askObject(self, oid, serial, before):
+        self.received.append(("AskObject", oid))
+        if self.stall:
+            d = defer.Deferred()
+            self.stalled.append(d)
+            return d
+        if oid not in self.objects:
+            raise OidNotFound(f"no revision of oid {u64(oid):#x}")
+        tid, data = self.objects[oid]
+        return {"serial": tid, "nextSerial": None, "compression": 0,
+                "data": data, "deleted": False}
+
+    @c.StoreObject.responder
+    def storeObject(self, ttid, oid, serial, compression, data):
+        if compression == BAD_COMPRESSION:
+            raise ProtocolError(f"unknown compression {compression}")
+        self.received.append(("StoreObject", (ttid, oid, serial, data)))
+        self.objects[oid] = (ttid, data)
+        return {"conflict": None}
+
+    @c.Ping.responder
+    def ping(self):
+        self.received.append(("Ping", None))
+        return {}
+
+    @c.AskNewOIDs.responder
+    def askNewOIDs(self, count):
+        return {"oids": [p64(n) for n in range(1, count + 1)]}
+
+    @c.AskFinishTransaction.responder
+    def askFinishTransaction(self, ttid, oids, checked):
+        self.received.append(("AskFinishTransaction", (oids, checked)))
+        return {"tid": TID2}
+
+    @c.AskNodeList.responder
+    def askNodeList(self, nodeType):
+        return {"nodes": self.nodes}
+
+    @c.SendPartitionTable.responder
+    def sendPartitionTable(self, partitionTable):
+        self.received.append(("SendPartitionTable", partitionTable))
+        return {}
+
+    @c.AskClusterState.responder
+    def askClusterState(self):
+        return {"state": ClusterState.RUNNING}
+
+
+class ConnectionTestCase(SynchronousTestCase):
+    """A client and a server L{NodeProtocol} connected in memory."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.storage = FakeStorage()
+        self.peer = FakeStorage()
+        self.client, self.server, self.pump = iosim.connectedServerAndClient(
+            lambda: NodeProtocol(self.storage),
+            lambda: NodeProtocol(self.peer), clock=self.clock)
+
+    def ask(self, command, **kwargs):
+        """Ask the server, pump every byte, and return the settled result."""
+        d = settled(self.client.ask(command, **kwargs))
+        self.pump.flush()
+        return d
+
+    def assertUsable(self):
+        """A Ping round trip still works on the connection."""
+        self.assertTrue(self.client.connected)
+        self.assertTrue(self.server.connected)
+        self.assertEqual(self.successResultOf(self.ask(c.Ping)), {})
+
+
+class BigBytesTransferTests(ConnectionTestCase):
+    """Records larger than an AMP value travel whole."""
+
+    def storeAndLoad(self, data):
+        stored = self.ask(c.StoreObject, ttid=TID1, oid=OID1, serial=TID1,
+                          compression=0, data=data)
+        self.assertEqual(self.successResultOf(stored), {"conflict": None})
+        self.assertEqual(self.storage.received[-1][1][3], data)
+        loaded = self.ask(c.AskObject, oid=OID1, serial=None, before=None)
+        return self.successResultOf(loaded)
+
+    def test_200KiB(self):
+        """A 200 KiB record is stored and loaded back intact."""
+        data = bytes(range(256)) * 800
+        answer = self.storeAndLoad(data)
+        self.assertEqual(answer["data"], data)
+        self.assertEqual(answer["serial"], TID1)
+        self.assertIsNone(answer["nextSerial"])
+        self.assertFalse(answer["deleted"])
+
+    def test_3MiB(self):
+        """A 3 MiB record is stored and loaded back intact."""
+        data = b"".join(p64(n) for n in range(3 * 1024 * 1024 // 8))
+        self.assertEqual(self.storeAndLoad(data)["data"], data)
+
+    def test_empty(self):
+        """An empty record is stored and loaded back empty."""
+        self.assertEqual(self.storeAndLoad(b"")["data"], b"")
+
+    def test_exactlyOnePiece(self):
+        """A record of exactly one AMP value travels intact."""
+        data = b"y" * amp.MAX_VALUE_LENGTH
+        self.assertEqual(self.storeAndLoad(data)["data"], data)
+
+    def test_tooLarge(self):
+        """
+        A record over MAX_RECORD fails the call with RecordTooLarge, as a
+        failed Deferred, and the connection stays usable.
+        """
+        d = self.client.ask(c.StoreObject, ttid=TID1, oid=OID1, serial=TID1,
+                            compression=0, data=b"\0" * (MAX_RECORD + 1))
+        self.failureResultOf(d, RecordTooLarge)
+        self.pump.flush()
+        self.assertEqual(self.storage.received, [])
+        self.assertUsable()
+
+
+class LargeArgumentTests(ConnectionTestCase):
+    """OID lists and JSON documents of any practical size."""
+
+    def test_oidListAnswer(self):
+        """An answer of 20000 oids (160 KB) arrives whole and in order."""
+        answer = self.successResultOf(self.ask(c.AskNewOIDs, count=20000))
+        self.assertEqual(answer["oids"], [p64(n) for n in range(1, 20001)])
+
+    def test_oidListArguments(self):
+        """Two arguments of 20000 and 0 oids arrive unchanged."""
+        oids = [p64(n * 7) for n in range(20000)]
+        answer = self.ask(c.AskFinishTransaction, ttid=TID1, oids=oids,
+                          checked=[])
+        self.assertEqual(self.successResultOf(answer), {"tid": TID2})
+        self.assertEqual(self.storage.received,
+                         [("AskFinishTransaction", (oids, []))])
+
+    def test_jsonAnswer(self):
+        """A JSON document larger than an AMP value round-trips."""
+        self.storage.nodes = [[n, "STORAGE", f"10.0.0.{n % 250}:{n}",
+                               "RUNNING", {"name": "n\u00e9o", "x": None}]
+                              for n in range(1, 3000)]
+        answer = self.successResultOf(self.ask(c.AskNodeList, nodeType=None))
+        self.assertEqual(answer["nodes"], self.storage.nodes)
+
+    def test_jsonNotification(self):
+        """A notification carrying JSON is received, and gets no answer."""
+        table = {"ptid": 3, "replicas": 1,
+                 "rows": [[[1, "UP_TO_DATE"], [2, "OUT_OF_DATE"]]]}
+        self.assertIsNone(self.client.notify(c.SendPartitionTable,
+                                             partitionTable=table))
+        self.pump.flush()
+        self.assertEqual(self.storage.received,
+                         [("SendPartitionTable", table)])
+        self.assertUsable()
+
+    def test_enumAnswer(self):
+        """An Enum argument arrives as the enum member."""
+        answer = self.successResultOf(self.ask(c.AskClusterState))
+        self.assertIs(answer["state"], ClusterState.RUNNING)
+
+
+class ErrorTests(ConnectionTestCase):
+    """Declared errors cross the wire; fatal ones close the connection."""
+
+    def test_oidNotFound(self):
+        """OidNotFound reaches the caller, message included; the link stays."""
+        failure = self.failureResultOf(
+            self.ask(c.AskObject, oid=OID2, serial=None, before=None),
+            OidNotFound)
+        self.assertIn("0x2", str(failure.value))
+        self.assertUsable()
+
+    def test_protocolErrorIsFatal(self):
+        """A responder's ProtocolError reaches the caller and closes the link."""
+        lost = self.client.whenDisconnected()
+        failure = self.failureResultOf(
+            self.ask(c.StoreObject, ttid=TID1, oid=OID1, serial=TID1,
+                     compression=BAD_COMPRESSION, data=b"x"),
+            ProtocolError)
+        self.assertIn("unknown compression 99", str(failure.value))
+        self.successResultOf(lost)
+        self.assertFalse(self.client.connected)
+        self.assertFalse(self.server.connected)
+
+    def test_badIdLength(self):
+        """An id that is not 8 bytes fails the call before anything is sent."""
+        d = self.client.ask(c.AskObject, oid=b"1234567", serial=None,
+                            before=None)
+        self.failureResultOf(d, ProtocolError)
+        self.pump.flush()
+        self.assertEqual(self.storage.received, [])
+        self.assertUsable()
+
+    def test_noHandler(self):
+        """A peer without handler answers UnhandledCommand, non-fatally."""
+        self.server.handler = None
+        self.failureResultOf(self.ask(c.Ping), amp.UnhandledCommand)
+        self.server.handler = self.storage
+        self.assertUsable()
+
+    def test_handlerReplaced(self):
+        """Commands go to the handler set at the time they arrive."""
+        other = FakeStorage()
+        self.server.handler = other
+        self.successResultOf(self.ask(c.Ping))
+        self.assertEqual(other.received, [("Ping", None)])
+        self.assertEqual(self.storage.received, [])
+
+
+class ConnectionStateTests(ConnectionTestCase):
+    """ask(), notify() and whenDisconnected() around connection loss."""
+
+    def test_askWhenNeverConnected(self):
+        """ask() on a protocol that never connected fails with NotReady."""
+        self.failureResultOf(NodeProtocol().ask(c.Ping), NotReady)
+
+    def test_askAfterDisconnection(self):
+        """ask() after the connection is lost fails with NotReady."""
+        self.server.close()
+        self.pump.flush()
+        self.failureResultOf(self.client.ask(c.Ping), NotReady)
+        self.assertIsNone(self.client.notify(c.Shutdown))
+
+    def test_whenDisconnected(self):
+        """whenDisconnected() fires when the peer closes the connection."""
+        lost = []
+        self.client.onConnectionLost = lost.append
+        d = self.client.whenDisconnected()
+        self.assertNoResult(d)
+        self.server.close()
+        self.pump.flush()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(lost, [self.client])
+        self.assertIsNone(self.client.transport)
+        self.assertIsNone(self.successResultOf(self.client.whenDisconnected()))
+
+    def test_pendingAskFailsOnDisconnection(self):
+        """A call in flight when the connection is lost fails; ignoreClosed
+        turns that into None."""
+        self.storage.stall = True
+        d = settled(self.client.ask(c.AskObject, oid=OID1, serial=None,
+                                    before=None))
+        self.pump.flush()
+        self.assertNoResult(d)
+        self.client.close()
+        self.pump.flush()
+        failure = self.failureResultOf(d)
+        self.assertIsNone(ignoreClosed(failure))
+
+    def test_silentPeerTimesOut(self):
+        """A call the peer never answers fails after 5 simulated seconds and
+        the connection survives, even when the answer comes late."""
+        self.storage.stall = True
+        self.storage.objects[OID1] = (TID1, b"late")
+        d = settled(self.client.ask(c.AskObject, oid=OID1, serial=None,
+                                    before=None).addTimeout(5, self.clock))
+        self.pump.flush()
+        self.clock.advance(4.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.failureResultOf(d, defer.TimeoutError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # The late answer is dropped without harm.
+        [late] = self.storage.stalled
+        late.callback({"serial": TID1, "nextSerial": None, "compression": 0,
+                       "data": b"late", "deleted": False})
+        self.pump.flush()
+        self.assertUsable()
+
+
+class ArgumentTests(SynchronousTestCase):
+    """The argument types on their own."""
+
+    def test_id8(self):
+        """Id8 passes 8-byte values and rejects any other length."""
+        arg = Id8()
+        self.assertEqual(arg.toString(TID1), TID1)
+        self.assertEqual(arg.fromString(TID1), TID1)
+        for bad in (b"", b"1234567", b"123456789"):
+            self.assertRaises(ProtocolError, arg.toString, bad)
+            self.assertRaises(ProtocolError, arg.fromString, bad)
+
+    def test_bigBytesSplit(self):
+        """A value is split into AMP-sized pieces named NAME.i."""
+        data = b"z" * (2 * amp.MAX_VALUE_LENGTH + 1)
+        strings = {}
+        BigBytes().toBox(b"data", strings, {"data": data}, None)
+        self.assertEqual(strings[b"data"], b"3")
+        self.assertEqual([len(strings[b"data.%d" % i]) for i in range(3)],
+                         [amp.MAX_VALUE_LENGTH, amp.MAX_VALUE_LENGTH, 1])
+        objects = {}
+        BigBytes().fromBox(b"data", strings, objects, None)
+        self.assertEqual(objects, {"data": data})
+
+    def test_bigBytesAtMaxRecord(self):
+        """A value of exactly MAX_RECORD bytes is accepted both ways."""
+        data = b"\1" * MAX_RECORD
+        strings, objects = {}, {}
+        BigBytes().toBox(b"data", strings, {"data": data}, None)
+        BigBytes().fromBox(b"data", strings, objects, None)
+        self.assertEqual(len(objects["data"]), MAX_RECORD)
+
+    def test_bigBytesTooLargeToSend(self):
+        """toBox refuses a value of MAX_RECORD + 1 bytes."""
+        self.assertRaises(RecordTooLarge, BigBytes().toBox, b"data", {},
+                          {"data": b"\1" * (MAX_RECORD + 1)}, None)
+
+    def test_bigBytesTooManyPieces(self):
+        """fromBox refuses a piece count above the maximum."""
+        maxPieces = MAX_RECORD // amp.MAX_VALUE_LENGTH + 1
+        strings = {b"data": b"%d" % (maxPieces + 1)}
+        self.assertRaises(ProtocolError, BigBytes().fromBox, b"data",
+                          strings, {}, None)
+
+    def test_bigBytesBadCount(self):
+        """fromBox refuses a negative or non-numeric piece count."""
+        for count in (b"-1", b"two", b""):
+            self.assertRaises(ProtocolError, BigBytes().fromBox, b"data",
+                              {b"data": count}, {}, None)
+
+    def test_bigBytesMissingPiece(self):
+        """fromBox refuses a value with a missing piece."""
+        strings = {b"data": b"3", b"data.0": b"a", b"data.2": b"c"}
+        self.assertRaises(ProtocolError, BigBytes().fromBox, b"data",
+                          strings, {}, None)
+
+    def test_bigBytesMissing(self):
+        """A missing value is None if optional, else a ProtocolError."""
+        objects = {}
+        BigBytes(optional=True).fromBox(b"data", {}, objects, None)
+        self.assertEqual(objects, {"data": None})
+        self.assertRaises(ProtocolError, BigBytes().fromBox, b"data", {}, {},
+                          None)
+        strings = {}
+        BigBytes(optional=True).toBox(b"data", strings, {}, None)
+        self.assertEqual(strings, {})
+        self.assertRaises(ProtocolError, BigBytes().toBox, b"data", {}, {},
+                          None)
+
+    def test_oidListBadLength(self):
+        """An id list whose length is not a multiple of 8 is refused."""
+        self.assertRaises(ProtocolError, OidList().fromBox, b"oids",
+                          {b"oids": b"1", b"oids.0": b"123456789"}, {}, None)
+
+    def test_jsonBadDocument(self):
+        """A value that is not JSON is refused."""
+        self.assertRaises(ProtocolError, Json().fromBox, b"doc",
+                          {b"doc": b"1", b"doc.0": b"{not json"}, {}, None)
+
+    def test_enum(self):
+        """Enum sends a member's value and refuses unknown names."""
+        arg = Enum(ClusterState)
+        self.assertEqual(arg.toString(ClusterState.VERIFYING), b"VERIFYING")
+        self.assertEqual(arg.toString("RUNNING"), b"RUNNING")
+        self.assertIs(arg.fromString(b"STOPPING"), ClusterState.STOPPING)
+        self.assertRaises(ProtocolError, arg.fromString, b"DANCING")
