@@ -25,6 +25,7 @@ from neo.client.cache import RecordCache
 from neo.client.exceptions import ClientDisconnected, NEOStorageError
 from neo.lib.config import parseMasters
 from neo.lib.ids import ZERO_TID, u64
+from neo.protocols.arguments import MAX_RECORD
 from neo.protocols.errors import (
     Denied, NotReady, OidDoesNotExist, OidNotFound, ProtocolError,
     TransactionNotFound)
@@ -233,6 +234,10 @@ class Storage(ConflictResolvingStorage):
             compressed = zlib.compress(data)
             if len(compressed) < len(data):
                 compression, sent = _ZLIB, compressed
+        if len(sent) > MAX_RECORD:
+            raise POSException.StorageError(
+                f"object {u64(oid)} is {len(sent)} bytes: more than the"
+                f" {MAX_RECORD} bytes a NEO record may have")
         self._bridge.fire(self._app.store, txn, oid, serial, compression, sent)
 
     def checkCurrentSerialInTransaction(self, oid, serial, transaction):

@@ -40,6 +40,13 @@ class NodeProtocol(amp.AMP):
         self.handler = handler
         self._disconnected = []
 
+    @property
+    def unwrapped(self):
+        """This protocol itself, even when reached through a wrapper (such as
+        the proxy ClientService hands to C{prepareConnection}), so that
+        identity comparisons work."""
+        return self
+
     def locateResponder(self, name):
         if self.handler is None:
             return None

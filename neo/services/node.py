@@ -209,6 +209,7 @@ class MasterLinkService(ClientService):
 
     def _identify(self, proto):
         node = self._node
+        proto = proto.unwrapped
         d = proto.ask(commands.Identify,
                       protocolVersion=commands.PROTOCOL_VERSION,
                       cluster=node.cluster, nodeType=node.nodeType.value,

@@ -137,3 +137,74 @@ def _zodbTests():
 
 
 ZODBTests = _zodbTests()
+
+
+class LargeRecordTests(ClusterStorageTestBase):
+    """Records far beyond AMP's 64 KiB value limit."""
+
+    def _roundTrip(self, data):
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        oid = self._storage.new_oid()
+        t = TransactionMetaData()
+        self._storage.tpc_begin(t)
+        self._storage.store(oid, z64, data, "", t)
+        self._storage.tpc_vote(t)
+        tid = self._storage.tpc_finish(t)
+        self._storage._cache.clear()
+        return self._storage.loadSerial(oid, tid)
+
+    def test_maxRecord(self):
+        """A 64 MiB incompressible record is stored and loaded intact."""
+        import os
+        data = os.urandom(64 * 1024 * 1024)
+        self.assertEqual(self._roundTrip(data), data)
+
+    def test_tooLarge(self):
+        """A record over the maximum is refused at store time, clearly."""
+        import os
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.POSException import StorageError
+        from neo.protocols.arguments import MAX_RECORD
+        t = TransactionMetaData()
+        self._storage.tpc_begin(t)
+        with self.assertRaises(StorageError) as e:
+            self._storage.store(self._storage.new_oid(), None,
+                                os.urandom(MAX_RECORD + 1), "", t)
+        self.assertIn("more than the", str(e.exception))
+        self._storage.tpc_abort(t)
+
+
+class ReconnectionTests(ClusterStorageTestBase):
+    """The client across the loss and return of a storage node."""
+
+    def test_storageLostAndBack(self):
+        """
+        With a storage node gone some partitions are unreadable: the
+        cluster goes back to RECOVERING, clients get ClientDisconnected
+        (not a hang); once the node is back the cluster runs again by
+        itself and the same client works.
+        """
+        from neo.client.exceptions import ClientDisconnected
+        from neo.lib.states import ClusterState
+        db = ZODB.DB(self._storage)
+        try:
+            conn = db.open()
+            conn.root()["v"] = 1
+            transaction.commit()
+            conn.close()
+            self._cluster.stopStorage(1)
+            self._cluster.waitForState(ClusterState.RECOVERING)
+            self._storage._bridge.timeout = 2
+            with self.assertRaises(ClientDisconnected):
+                self._storage.sync()
+            self._cluster.restartStorage(1)
+            self._cluster.waitForState(ClusterState.RUNNING)
+            self._storage._bridge.timeout = 60
+            conn = db.open()
+            self.assertEqual(conn.root()["v"], 1)
+            conn.root()["v"] = 2
+            transaction.commit()
+            conn.close()
+        finally:
+            db.close()

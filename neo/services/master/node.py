@@ -87,6 +87,8 @@ class MasterNode(BaseNode):
                    f" {failure.getErrorMessage()}")
 
     def stopService(self):
+        self._generation += 1
+        self.state = ClusterState.STOPPING
         for entry in self.nodes:
             if entry.proto is not None:
                 entry.proto.close()
@@ -233,7 +235,7 @@ class MasterNode(BaseNode):
 
     def connectionLost(self, proto):
         entry = proto.peer
-        if entry is None or entry.proto is not proto:
+        if entry is None or entry.proto is not proto or not self.running:
             return
         entry.proto = None
         self.log.info("{peer} disconnected", peer=formatNid(entry.nid))
