@@ -245,12 +245,16 @@ class ProcessCluster:
         self.admin = None
         self.storageCount = storages
 
-    def startMaster(self):
+    def startMaster(self, bind="127.0.0.1:0"):
         self.master = NodeProcess(
-            "master", ["-c", self.name, "-b", "127.0.0.1:0",
+            "master", ["-c", self.name, "-b", bind,
                        "-p", str(self.partitions)], self.directory).start()
         self.masterAddress = self.master.waitReady()
         return self.master
+
+    def restartMaster(self):
+        """Start the master again on the address it had."""
+        return self.startMaster(self.masterAddress)
 
     def storageProcess(self, i, *extra, cluster=None):
         return NodeProcess(

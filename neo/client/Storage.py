@@ -245,48 +245,28 @@ class Storage(ConflictResolvingStorage):
         txn.checked[oid] = serial
         self._bridge.fire(self._app.checkCurrent, txn, oid, serial)
 
-    def _resolveConflicts(self, txn):
+    def tpc_vote(self, transaction):
+        txn = self._txn(transaction, "tpc_vote")
+        ext = getattr(transaction, "extension_bytes", b"")
+        user, description = transaction.user, transaction.description
+        if isinstance(user, str):
+            user = user.encode("utf-8")
+        if isinstance(description, str):
+            description = description.encode("utf-8")
         while True:
-            conflicts, readConflicts = self._call(self._app.waitStores, txn)
+            conflicts, readConflicts = self._call(
+                self._app.vote, txn, user, description, ext)
             for oid, committed in readConflicts.items():
                 raise POSException.ReadConflictError(
                     oid=oid, serials=(committed, txn.checked[oid]))
             if not conflicts:
-                return
+                return list(txn.resolved)
             for oid, committed in conflicts.items():
                 serial, data = txn.data[oid]
                 resolved = self.tryToResolveConflict(oid, committed, serial,
                                                      data)
                 txn.resolved.add(oid)
                 self._store(txn, oid, committed, resolved)
-
-    def tpc_vote(self, transaction):
-        txn = self._txn(transaction, "tpc_vote")
-        ext = transaction.extension_bytes if hasattr(
-            transaction, "extension_bytes") else b""
-        user = transaction.user
-        description = transaction.description
-        if isinstance(user, str):
-            user = user.encode("utf-8")
-        if isinstance(description, str):
-            description = description.encode("utf-8")
-        while True:
-            self._resolveConflicts(txn)
-            late = self._call(self._app.vote, txn, user, description, ext)
-            if not late:
-                break
-            txn.conflicts.update(late)
-            for oid, committed in late.items():
-                if oid in txn.checked and oid not in txn.data:
-                    raise POSException.ReadConflictError(
-                        oid=oid, serials=(committed, txn.checked[oid]))
-                serial, data = txn.data[oid]
-                resolved = self.tryToResolveConflict(oid, committed, serial,
-                                                     data)
-                txn.resolved.add(oid)
-                txn.conflicts.pop(oid, None)
-                self._store(txn, oid, committed, resolved)
-        return list(txn.resolved)
 
     def tpc_finish(self, transaction, f=None):
         txn = self._txn(transaction, "tpc_finish")

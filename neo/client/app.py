@@ -52,6 +52,8 @@ class ClientTransaction:
         self.resolved = set()
         self.involved = set()
         self.outstanding = []
+        self.protos = {}
+        self.voting = False
         self.error = None
 
 
@@ -81,6 +83,7 @@ class ClientApp:
         self._storages = {}
         self._connecting = {}
         self._loading = {}
+        self._txnByTtid = {}
         self._link = MasterLinkService(self, reactor, masters)
 
     # -- The master link (the node interface MasterLinkService expects) -----
@@ -184,7 +187,9 @@ class ClientApp:
 
     @defer.inlineCallbacks
     def _connectStorage(self, entry):
-        proto = NodeProtocol(StorageHandler(self))
+        proto = NodeProtocol()
+        proto.handler = StorageHandler(self, proto)
+        proto.peer = entry
         proto.onConnectionLost = lambda p: self._storageLost(entry.nid, p)
         endpoint = clientFromString(self.reactor, clientEndpoint(entry.address))
         try:
@@ -264,6 +269,7 @@ class ClientApp:
         master = yield self.connected()
         txn.ttid = (yield master.ask(c.AskBeginTransaction, tid=tid))["ttid"]
         txn.master = master
+        self._txnByTtid[txn.ttid] = txn
 
     def _writable(self, oid):
         return self.pt.writable(self.pt.partitionOf(oid), self._running())
@@ -277,18 +283,51 @@ class ClientApp:
         self._send(txn, oid, serial, c.CheckCurrentSerial, txn.readConflicts)
 
     def _send(self, txn, oid, serial, command, conflicts, **kwargs):
-        nids = self._writable(oid)
+        # Called through callFromThread: an exception here would be lost,
+        # and the store with it, so every failure is recorded in txn.
+        try:
+            nids = self._writable(oid)
+        except Exception as e:
+            nids = []
+            txn.error = txn.error or f"cannot store object {u64(oid)}: {e}"
         if not nids:
             txn.error = txn.error or f"no storage node for object {u64(oid)}"
         for nid in nids:
             txn.involved.add(nid)
             d = self.getStorage(nid)
-            d.addCallback(lambda proto: proto.ask(
-                command, ttid=txn.ttid, oid=oid, serial=serial, **kwargs))
+            d.addCallback(self._sendTo, txn, nid, command, oid=oid,
+                          serial=serial, **kwargs)
             d.addCallbacks(self._stored, self._storeFailed,
                            callbackArgs=(txn, oid, conflicts),
                            errbackArgs=(txn, nid))
             txn.outstanding.append(d)
+
+    def _sendTo(self, proto, txn, nid, command, **kwargs):
+        # Stores of a transaction must all reach a node on one connection:
+        # a node forgets the unvoted transactions of a lost connection.
+        if txn.protos.setdefault(nid, proto) is not proto:
+            raise ClusterError(f"the connection to {formatNid(nid)} was lost"
+                               " during the transaction")
+        return proto.ask(command, ttid=txn.ttid, **kwargs)
+
+    def deadlock(self, proto, ttid, oid):
+        """
+        An older transaction waits for a lock of ours: give it back if we
+        have not started voting (we hold every lock once voting).
+        """
+        txn = self._txnByTtid.get(ttid)
+        if txn is None or txn.voting:
+            return
+        nid = proto.peer.nid if proto.peer is not None else None
+        if oid in txn.checked and oid not in txn.data:
+            conflicts = txn.readConflicts
+        else:
+            conflicts = txn.conflicts
+        d = proto.ask(c.RelockObject, ttid=ttid, oid=oid)
+        d.addCallbacks(self._stored, self._storeFailed,
+                       callbackArgs=(txn, oid, conflicts),
+                       errbackArgs=(txn, nid))
+        txn.outstanding.append(d)
 
     def _stored(self, answer, txn, oid, conflicts):
         conflict = answer["conflict"]
@@ -318,36 +357,38 @@ class ClientApp:
     def vote(self, txn, user, description, extension):
         """
         Vote on every storage node involved; the nodes holding the
-        transaction's partition get its metadata.  Returns the conflicts
-        found late (C{{oid: serial}}); if any, vote again after storing
-        the resolutions.
+        transaction's partition get its metadata.  If conflicts are still
+        to resolve, returns them (as L{waitStores}) without voting: the
+        caller resolves them, stores again and calls again.
         """
+        conflicts = yield self.waitStores(txn)
+        if conflicts[0] or conflicts[1]:
+            return conflicts
+        # From now on, deadlock notifications are ignored: every store is
+        # answered, so we hold all our locks and the votes cannot wait.
+        txn.voting = True
         running = self._running()
         metaNids = self.pt.writable(self.pt.partitionOf(txn.ttid), running)
         oids = list(txn.data)
         calls = []
         for nid in sorted(txn.involved | set(metaNids)):
             proto = yield self.getStorage(nid)
+            if nid in txn.protos and txn.protos[nid] is not proto:
+                raise ClusterError(f"the connection to {formatNid(nid)} was"
+                                   " lost during the transaction")
             if nid in metaNids:
                 d = proto.ask(c.VoteTransaction, ttid=txn.ttid, user=user,
                               description=description, extension=extension,
                               oids=oids)
             else:
                 d = proto.ask(c.VoteTransaction, ttid=txn.ttid)
+            txn.protos[nid] = proto
             calls.append(d)
-        txn.voted = set(txn.involved | set(metaNids))
         results = yield defer.DeferredList(calls, consumeErrors=True)
-        conflicts = {}
         for ok, result in results:
             if not ok:
                 raise ClusterError(f"vote failed: {result.getErrorMessage()}")
-            # Conflicts come as oid, serial, oid, serial, ...
-            items = result["conflicts"]
-            for i in range(0, len(items), 2):
-                oid, serial = items[i], items[i + 1]
-                if serial > conflicts.get(oid, ZERO_TID):
-                    conflicts[oid] = serial
-        return conflicts
+        return {}, {}
 
     @defer.inlineCallbacks
     def finish(self, txn, callback=None):
@@ -355,9 +396,12 @@ class ClientApp:
         if master is not getattr(txn, "master", None):
             raise ClusterError("the connection to the master was lost"
                                " during the commit")
-        answer = yield master.ask(c.AskFinishTransaction, ttid=txn.ttid,
-                                  oids=list(txn.data),
-                                  checked=list(txn.checked))
+        try:
+            answer = yield master.ask(c.AskFinishTransaction, ttid=txn.ttid,
+                                      oids=list(txn.data),
+                                      checked=list(txn.checked))
+        finally:
+            self._txnByTtid.pop(txn.ttid, None)
         tid = answer["tid"]
         for oid, (_, data) in txn.data.items():
             self.cache.invalidate([oid], tid)
@@ -375,7 +419,8 @@ class ClientApp:
     def abort(self, txn):
         if txn.ttid is None:
             return
-        for nid in getattr(txn, "voted", txn.involved) | txn.involved:
+        self._txnByTtid.pop(txn.ttid, None)
+        for nid in set(txn.protos) | txn.involved:
             proto = self._storages.get(nid)
             if proto is not None:
                 proto.notify(c.AbortTransaction, ttid=txn.ttid)
@@ -433,10 +478,16 @@ class MasterHandler(amp.CommandLocator):
 
 
 class StorageHandler(amp.CommandLocator):
-    """Storage nodes send clients nothing unasked yet."""
+    """What storage nodes send clients unasked."""
 
-    def __init__(self, app):
+    def __init__(self, app, proto):
         self.app = app
+        self.proto = proto
+
+    @c.NotifyDeadlock.responder
+    def notifyDeadlock(self, ttid, oid):
+        self.app.deadlock(self.proto, ttid, oid)
+        return {}
 
     @c.Ping.responder
     def ping(self):

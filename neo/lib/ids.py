@@ -93,6 +93,8 @@ _LETTERS = {"STORAGE": "S", "MASTER": "M", "CLIENT": "C", "ADMIN": "A"}
 
 def makeNid(nodeType: str, number: int) -> int:
     """The node id of the C{number}th node of a type (C{number} >= 1)."""
+    if not 0 <= number <= 0xFFFFFF:
+        raise ValueError(f"node number {number} out of range")
     return (_NAMESPACES[nodeType] << 24) + number
 
 

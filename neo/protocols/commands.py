@@ -193,12 +193,31 @@ class CheckCurrentSerial(Command):
     response = [(b"conflict", Tid(optional=True))]
 
 
+class NotifyDeadlock(Notification):
+    """
+    Storage to client: an older transaction waits for a lock this (younger,
+    unvoted) transaction holds.  A client that has not started voting
+    answers with L{RelockObject}.
+    """
+
+    arguments = [(b"ttid", Tid()), (b"oid", Oid())]
+
+
+class RelockObject(Command):
+    """
+    Give back the lock on C{oid} to the older transaction waiting for it,
+    and take it again after it.  Answers like L{StoreObject}.
+    """
+
+    arguments = [(b"ttid", Tid()), (b"oid", Oid())]
+    response = [(b"conflict", Tid(optional=True))]
+
+
 class VoteTransaction(Command):
     """
     First phase: make the transaction's stores durable.  The node that
-    holds the transaction's partition also gets its metadata.  Answers the
-    conflicts found late (as 16-byte oid+serial pairs); when there are any,
-    the transaction is not voted and the client stores again and re-votes.
+    holds the transaction's partition also gets its metadata.  Sent once
+    every store and relock is answered: it never waits for a lock.
     """
 
     arguments = [(b"ttid", Tid()),
@@ -206,7 +225,6 @@ class VoteTransaction(Command):
                  (b"description", BigBytes(optional=True)),
                  (b"extension", BigBytes(optional=True)),
                  (b"oids", OidList(optional=True))]
-    response = [(b"conflicts", OidList())]
 
 
 class AskObject(Command):

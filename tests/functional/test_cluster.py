@@ -15,7 +15,7 @@ from persistent.mapping import PersistentMapping
 from ZODB.POSException import ConflictError
 from ZODB.utils import u64
 
-from tests.cluster import DEADLINE, NodeProcess, ProcessCluster
+from tests.cluster import DEADLINE, ProcessCluster
 
 
 class ProcessClusterTestCase(unittest.TestCase):
@@ -103,6 +103,34 @@ class ClusterLifeTests(ProcessClusterTestCase):
         conn.root()["kept"]["v"] = 2
         transaction.commit()
         self.assertGreater(u64(db.lastTransaction()), u64(lastTid))
+        self.assertEqual(self.cluster.neoctl("print", "cluster")[1].strip(),
+                         "RUNNING")
+
+    def test_masterRestart(self):
+        """
+        When the master dies, storage nodes stop serving and the client
+        reports ClientDisconnected; when it comes back (same address),
+        storage nodes, admin and client reconnect by themselves and the
+        cluster runs again with its data.
+        """
+        from neo.client.exceptions import ClientDisconnected
+        self.startCluster()
+        db = self.openDB(timeout=3)
+        conn = db.open()
+        conn.root()["v"] = 1
+        transaction.commit()
+        self.cluster.master.kill()
+        conn.root()["v"] = 2
+        self.assertRaises(ClientDisconnected, transaction.commit)
+        transaction.abort()
+        self.cluster.restartMaster()
+        storage = conn._storage._storage
+        storage._bridge.timeout = DEADLINE
+        transaction.begin()
+        self.assertEqual(conn.root()["v"], 1)
+        conn.root()["v"] = 3
+        transaction.commit()
+        conn.close()
         self.assertEqual(self.cluster.neoctl("print", "cluster")[1].strip(),
                          "RUNNING")
 

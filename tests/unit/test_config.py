@@ -1,5 +1,9 @@
 """Tests for L{neo.lib.config} and the node roles' C{Options}."""
 
+import os
+import shutil
+import tempfile
+
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -81,6 +85,16 @@ class ParseMastersTests(SynchronousTestCase):
 
 class OptionsTestMixin:
     """Helpers to parse options and write INI files."""
+
+    def setUp(self):
+        # trial runs tests in _trial_temp, but pytest runs them in the
+        # project directory, where mktemp() would leave its files: work in
+        # a directory removed after the test.
+        here = os.getcwd()
+        directory = tempfile.mkdtemp(prefix="neo-test-config-")
+        os.chdir(directory)
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        self.addCleanup(os.chdir, here)
 
     def parse(self, optionsClass, *argv):
         options = optionsClass()

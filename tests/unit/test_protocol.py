@@ -356,6 +356,15 @@ class ArgumentTests(SynchronousTestCase):
         BigBytes().fromBox(b"data", strings, objects, None)
         self.assertEqual(objects, {"data": data})
 
+    def test_bigBytesPieceCount(self):
+        """A value of one AMP value is one piece; an empty one, none."""
+        for data, count in ((b"", 0), (b"z", 1),
+                            (b"z" * amp.MAX_VALUE_LENGTH, 1)):
+            strings = {}
+            BigBytes().toBox(b"data", strings, {"data": data}, None)
+            self.assertEqual(strings[b"data"], b"%d" % count)
+            self.assertEqual(len(strings), count + 1)
+
     def test_bigBytesAtMaxRecord(self):
         """A value of exactly MAX_RECORD bytes is accepted both ways."""
         data = b"\1" * MAX_RECORD
@@ -372,7 +381,8 @@ class ArgumentTests(SynchronousTestCase):
     def test_bigBytesTooManyPieces(self):
         """fromBox refuses a piece count above the maximum."""
         maxPieces = MAX_RECORD // amp.MAX_VALUE_LENGTH + 1
-        strings = {b"data": b"%d" % (maxPieces + 1)}
+        strings = {b"data.%d" % i: b"" for i in range(maxPieces + 1)}
+        strings[b"data"] = b"%d" % (maxPieces + 1)
         self.assertRaises(ProtocolError, BigBytes().fromBox, b"data",
                           strings, {}, None)
 

@@ -208,3 +208,65 @@ class ReconnectionTests(ClusterStorageTestBase):
             conn.close()
         finally:
             db.close()
+
+
+class DeadlockTests(ClusterStorageTestBase):
+    """Locks taken in opposite orders on two storage nodes."""
+
+    def test_crossedLocksResolve(self):
+        """
+        An older and a younger transaction each lock an object on a
+        different storage node, then each wants the other's: the younger
+        gives its lock back (relock), the older commits, the younger gets
+        a ConflictError instead of waiting forever.
+        """
+        import threading
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.POSException import ConflictError
+        from ZODB.utils import p64, z64
+        storage = self._storage
+        storage._bridge.timeout = 20
+        app = storage._app
+        x, y = p64(2), p64(1)
+        self.assertNotEqual(
+            app.pt.readable(app.pt.partitionOf(x)),
+            app.pt.readable(app.pt.partitionOf(y)))
+        older, younger = TransactionMetaData(), TransactionMetaData()
+        storage.tpc_begin(older)
+        storage.tpc_begin(younger)
+
+        def answered(t):
+            self.assertEqual(storage._call(app.waitStores,
+                                           storage._txns[t]), ({}, {}))
+
+        storage.store(x, z64, b"younger x", "", younger)
+        answered(younger)
+        storage.store(y, z64, b"older y", "", older)
+        answered(older)
+        storage.store(x, z64, b"older x", "", older)
+        storage.store(y, z64, b"younger y", "", younger)
+        results = {}
+
+        def commit(t, name):
+            try:
+                storage.tpc_vote(t)
+                storage.tpc_finish(t)
+                results[name] = "committed"
+            except ConflictError:
+                storage.tpc_abort(t)
+                results[name] = "conflict"
+            except Exception as e:
+                storage.tpc_abort(t)
+                results[name] = repr(e)
+
+        threads = [threading.Thread(target=commit, args=(older, "older")),
+                   threading.Thread(target=commit, args=(younger, "younger"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertEqual(results, {"older": "committed",
+                                   "younger": "conflict"})
+        storage._cache.clear()
+        self.assertEqual(storage.load(x)[0], b"older x")
+        self.assertEqual(storage.load(y)[0], b"older y")

@@ -50,13 +50,14 @@ class StorageNode(BaseNode):
         super().__init__(config.cluster, reactor, fatalCallback)
         self.config = config
         self.db = makeBackend(config, reactor)
-        self.txns = TransactionManager(self.db)
+        self.txns = TransactionManager(self.db, self._notifyDeadlock)
         self.nodes = NodeTable()
         self.pt = None
         self.clusterState = None
         self.operational = False
         self.master = None
         self._clients = set()
+        self._clientsByNid = {}
         self._nodeWaiters = []
         self._shutdownCallback = shutdownCallback
         listener = ListenerService(
@@ -193,12 +194,21 @@ class StorageNode(BaseNode):
             yield d
         proto.peer = entry
         self._clients.add(proto)
+        self._clientsByNid[entry.nid] = proto
         return {"nodeType": NodeType.STORAGE.value, "nid": self.nid}
 
     def _peerLost(self, proto):
         self._clients.discard(proto)
+        if proto.peer is not None and \
+                self._clientsByNid.get(proto.peer.nid) is proto:
+            del self._clientsByNid[proto.peer.nid]
         if proto.peer is not None and self.operational:
             self.txns.abortClient(proto.peer.nid)
+
+    def _notifyDeadlock(self, txn, oid):
+        proto = self._clientsByNid.get(txn.clientNid)
+        if proto is not None:
+            proto.notify(c.NotifyDeadlock, ttid=txn.ttid, oid=oid)
 
     def partitionOf(self, oidOrTid):
         if self.pt is None:
@@ -351,6 +361,12 @@ class ClientHandler(amp.CommandLocator):
                                         serial)
         return d.addCallback(lambda conflict: {"conflict": conflict})
 
+    @c.RelockObject.responder
+    def relockObject(self, ttid, oid):
+        client = self._client()
+        d = self.node.txns.relock(self.node.txns.get(ttid, client.nid), oid)
+        return d.addCallback(lambda conflict: {"conflict": conflict})
+
     @c.VoteTransaction.responder
     def voteTransaction(self, ttid, user=None, description=None,
                         extension=None, oids=None):
@@ -361,7 +377,7 @@ class ClientHandler(amp.CommandLocator):
             metadata = (user or b"", description or b"", extension or b"",
                         b"".join(oids))
         d = self.node.txns.vote(txn, self.node.partitionOf(ttid), metadata)
-        return d.addCallback(lambda conflicts: {"conflicts": conflicts})
+        return d.addCallback(lambda _: {})
 
     @c.AbortTransaction.responder
     def abortTransaction(self, ttid):

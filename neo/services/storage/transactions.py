@@ -3,19 +3,20 @@
 Write locks, conflict detection and the two phases of commit on a storage
 node.
 
-Locks are per object.  To stay free of deadlocks across storage nodes,
-transactions are ordered by their temporary TID (begin order): a younger
-transaction waits for an older one, and for any voted one; an older
-transaction that finds a younger, unvoted one holding a lock takes the
-lock from it.  The younger must then take the lock again when it votes,
-and learns of a conflict there if the older one committed meanwhile.
-Voted transactions hold all their locks and never wait, so every chain of
-waits ends.
+Locks are per object.  Transactions are ordered by their temporary TID
+(begin order).  A younger transaction waits for an older one, and anyone
+waits for a voted one.  An older transaction that finds a younger, unvoted
+one holding a lock waits too, but tells the younger's client
+(C{notifyDeadlock}); if that client has not started voting, it gives the
+lock back (L{TransactionManager.relock}), the older one takes it, and the
+younger queues again behind it, learning of a conflict if the older one
+commits.  A client votes only once every store and relock is answered, so
+a vote never waits for a lock, and every chain of waits ends.
 """
 
 from twisted.internet import defer
 
-from neo.lib.ids import ZERO_TID, p64, u64
+from neo.lib.ids import p64, u64
 from neo.protocols.errors import TransactionNotFound
 
 
@@ -25,7 +26,7 @@ class StorageTransaction:
 
     @ivar stores: C{{oid: (partition, serial, compression, data)}}.
     @ivar checked: C{{oid: (partition, serial)}} of checkCurrentSerial.
-    @ivar relock: oids whose lock an older transaction took from us.
+    @ivar notified: oids for which the client was told of a deadlock.
     """
 
     def __init__(self, ttid: bytes, clientNid: int):
@@ -33,7 +34,7 @@ class StorageTransaction:
         self.clientNid = clientNid
         self.stores = {}
         self.checked = {}
-        self.relock = set()
+        self.notified = set()
         self.voted = False
         self.tid = None
         self.aborted = False
@@ -45,8 +46,13 @@ class StorageTransaction:
 class TransactionManager:
     """The transactions in progress on a storage node and their locks."""
 
-    def __init__(self, db):
+    def __init__(self, db, notifyDeadlock=None):
+        """
+        @param notifyDeadlock: called with a transaction and an oid when an
+            older transaction waits for that (younger, unvoted) one's lock.
+        """
         self._db = db
+        self._notifyDeadlock = notifyDeadlock
         self._txns = {}
         self._locks = {}
         self._lockWaiters = {}
@@ -68,14 +74,15 @@ class TransactionManager:
     # -- Locks --------------------------------------------------------------
 
     @staticmethod
-    def _wait(waiters, oid):
+    def _wait(waiters, oid, order=b""):
         d = defer.Deferred()
-        waiters.setdefault(oid, []).append(d)
+        waiters.setdefault(oid, []).append((order, d))
         return d
 
     @staticmethod
     def _wake(waiters, oid):
-        for d in waiters.pop(oid, ()):
+        # Oldest first: the first woken takes the lock synchronously.
+        for _, d in sorted(waiters.pop(oid, ()), key=lambda w: w[0]):
             d.callback(None)
 
     @defer.inlineCallbacks
@@ -87,12 +94,12 @@ class TransactionManager:
             holder = self._locks.get(oid)
             if holder is None or holder is txn:
                 break
-            if holder.voted or holder.ttid < txn.ttid:
-                yield self._wait(self._lockWaiters, oid)
-                continue
-            # We are older than an unvoted holder: take the lock from it.
-            holder.relock.add(oid)
-            break
+            if (not holder.voted and holder.ttid > txn.ttid
+                    and oid not in holder.notified):
+                holder.notified.add(oid)
+                if self._notifyDeadlock is not None:
+                    self._notifyDeadlock(holder, oid)
+            yield self._wait(self._lockWaiters, oid, txn.ttid)
         self._locks[oid] = txn
 
     def _release(self, txn, oid):
@@ -142,33 +149,39 @@ class TransactionManager:
         return conflict
 
     @defer.inlineCallbacks
+    def relock(self, txn, oid):
+        """
+        The client of a younger transaction gives back its lock on C{oid}
+        to the older one waiting for it, and queues again behind it.
+        Returns the conflict, as L{store} does.
+        """
+        if txn.voted:
+            raise TransactionNotFound("the transaction is already voted")
+        txn.notified.discard(oid)
+        if oid in txn.stores:
+            partition, serial = txn.stores[oid][:2]
+        elif oid in txn.checked:
+            partition, serial = txn.checked[oid]
+        else:
+            return None
+        self._release(txn, oid)
+        conflict = yield self._check(txn, oid, partition, serial)
+        if conflict is not None:
+            txn.stores.pop(oid, None)
+            txn.checked.pop(oid, None)
+        return conflict
+
+    @defer.inlineCallbacks
     def vote(self, txn, partition, metadata):
         """
-        Take back the locks older transactions took from us, then make the
-        stores durable.  Returns the conflicts found, as a list of
-        C{oid + serial}; if there are any, nothing is voted.
+        Make the stores durable.  The client votes once every store and
+        relock is answered, so the transaction holds all its locks: this
+        never waits for one.
         """
-        conflicts = []
-        while txn.relock:
-            oids = sorted(txn.relock)
-            txn.relock.clear()
-            for oid in oids:
-                if oid in txn.stores:
-                    p, serial = txn.stores[oid][:2]
-                elif oid in txn.checked:
-                    p, serial = txn.checked[oid]
-                else:
-                    continue
-                conflict = yield self._check(txn, oid, p, serial)
-                if conflict is not None:
-                    txn.stores.pop(oid, None)
-                    txn.checked.pop(oid, None)
-                    txn.relock.discard(oid)
-                    conflicts.append(oid + conflict)
-        if conflicts:
-            return conflicts
         if txn.aborted:
             raise TransactionNotFound("the transaction was aborted")
+        if txn.voted:
+            return
         txn.voted = True
         objects = [(p, u64(oid), compression, data)
                    for oid, (p, _, compression, data) in txn.stores.items()]
@@ -180,7 +193,6 @@ class TransactionManager:
         # The data is in the database now.
         txn.stores = {oid: v[:2] + (None, None)
                       for oid, v in txn.stores.items()}
-        return []
 
     # -- Second phase --------------------------------------------------------
 
@@ -227,10 +239,14 @@ class TransactionManager:
 
     def clear(self):
         """Forget everything in memory (the temporary tables stay)."""
-        for txn in list(self._txns.values()):
-            txn.aborted = True
-            self._releaseAll(txn)
+        txns = list(self._txns.values())
         self._txns.clear()
+        # Mark them all first: releasing wakes waiters, which must not take
+        # a lock for a transaction about to be forgotten.
+        for txn in txns:
+            txn.aborted = True
+        for txn in txns:
+            self._releaseAll(txn)
 
     @defer.inlineCallbacks
     def readable(self, oid):

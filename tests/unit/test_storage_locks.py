@@ -1,0 +1,441 @@
+"""Tests for L{neo.services.storage.transactions}."""
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from neo.lib.ids import makeNid, p64, u64
+from neo.protocols.errors import TransactionNotFound
+from neo.services.storage.transactions import TransactionManager
+
+C1, C2 = makeNid("CLIENT", 1), makeNid("CLIENT", 2)
+#: Temporary TIDs, in begin order: T1 is the oldest.
+T1, T2, T3 = p64(1), p64(2), p64(3)
+A, B = p64(0xA), p64(0xB)
+#: Serials of committed revisions.
+S5, S7 = p64(5), p64(7)
+PARTITION = 0
+
+
+class FakeDatabase:
+    """
+    The database calls the transaction manager makes, in memory.
+
+    Every method records its call in C{calls} and returns a fired Deferred.
+    A transaction's objects become the last serials of their oids when it
+    is unlocked, as in a real database.
+
+    @ivar serials: C{{oid (int): last committed serial (int)}}.
+    @ivar voteError: if set, the next vote fails with it.
+    """
+
+    def __init__(self):
+        self.serials = {}
+        self.calls = []
+        self.voted = {}
+        self.locked = {}
+        self.voteError = None
+
+    def callsOf(self, name):
+        return [call[1:] for call in self.calls if call[0] == name]
+
+    def lastSerial(self, partition, oid):
+        self.calls.append(("lastSerial", partition, oid))
+        return defer.succeed(self.serials.get(oid))
+
+    def vote(self, ttid, partition, metadata, objects):
+        self.calls.append(("vote", ttid, partition, metadata, objects))
+        if self.voteError is not None:
+            error, self.voteError = self.voteError, None
+            return defer.fail(error)
+        self.voted[ttid] = objects
+        return defer.succeed(None)
+
+    def lockTransaction(self, ttid, tid):
+        self.calls.append(("lockTransaction", ttid, tid))
+        self.locked[ttid] = tid
+        return defer.succeed(None)
+
+    def unlockTransaction(self, ttid):
+        self.calls.append(("unlockTransaction", ttid))
+        tid = self.locked.pop(ttid)
+        for _, oid, _, _ in self.voted.pop(ttid):
+            self.serials[oid] = tid
+        return defer.succeed(None)
+
+    def abortTransaction(self, ttid):
+        self.calls.append(("abortTransaction", ttid))
+        self.voted.pop(ttid, None)
+        return defer.succeed(None)
+
+
+class TransactionManagerTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.db = FakeDatabase()
+        self.db.serials = {u64(A): 5, u64(B): 5}
+        self.deadlocks = []
+        self.tm = TransactionManager(
+            self.db, lambda txn, oid: self.deadlocks.append((txn.ttid, oid)))
+
+    def begin(self, ttid, client=C1):
+        return self.tm.get(ttid, client, create=True)
+
+    def store(self, txn, oid, serial=S5, data=b"data"):
+        return self.tm.store(txn, PARTITION, oid, serial, 0, data)
+
+    def vote(self, txn, metadata=None):
+        return self.tm.vote(txn, PARTITION, metadata)
+
+    def commit(self, txn, tid):
+        """Vote, lock and unlock C{txn}, all successfully."""
+        self.assertIsNone(self.successResultOf(self.vote(txn)))
+        self.successResultOf(self.tm.lock(txn.ttid, p64(tid)))
+        self.successResultOf(self.tm.unlock(txn.ttid))
+
+
+class TransactionTableTests(TransactionManagerTestCase):
+    """Transactions are found by their ttid."""
+
+    def test_getCreates(self):
+        """get(create=True) makes a transaction; get() finds it."""
+        txn = self.begin(T1, C2)
+        self.assertIs(self.tm.get(T1), txn)
+        self.assertEqual((txn.ttid, txn.clientNid), (T1, C2))
+        self.assertEqual(len(self.tm), 1)
+
+    def test_getUnknown(self):
+        """get() of an unknown transaction raises TransactionNotFound."""
+        self.assertRaises(TransactionNotFound, self.tm.get, T1)
+
+
+class StoreTests(TransactionManagerTestCase):
+    """The first phase: stores take write locks and detect conflicts."""
+
+    def test_storeFreeOid(self):
+        """A store on a free oid with the current serial answers None."""
+        txn = self.begin(T1)
+        self.assertIsNone(self.successResultOf(self.store(txn, A)))
+        self.assertEqual(txn.stores, {A: (PARTITION, S5, 0, b"data")})
+        self.assertEqual(self.db.callsOf("lastSerial"), [(PARTITION, 0xA)])
+
+    def test_storeNewObject(self):
+        """A store of an object never committed is not a conflict."""
+        txn = self.begin(T1)
+        oid = p64(0xC)
+        self.assertIsNone(self.successResultOf(self.store(txn, oid, p64(0))))
+        self.assertIn(oid, txn.stores)
+
+    def test_staleSerial(self):
+        """A store based on an old serial answers the last serial, keeps
+        nothing and leaves the oid free."""
+        txn = self.begin(T2)
+        self.assertEqual(self.successResultOf(self.store(txn, A, p64(3))), S5)
+        self.assertEqual(txn.stores, {})
+        # The lock was released: even a younger transaction gets it at once.
+        other = self.begin(T3)
+        self.assertIsNone(self.successResultOf(self.store(other, A)))
+
+    def test_storeAfterVoteRefused(self):
+        """A voted transaction cannot store any more."""
+        txn = self.begin(T1)
+        self.successResultOf(self.vote(txn))
+        self.failureResultOf(self.store(txn, A), TransactionNotFound)
+
+    def test_storeTwice(self):
+        """A transaction storing an oid again keeps the newest data."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"one"))
+        self.assertIsNone(self.successResultOf(self.store(txn, A,
+                                                          data=b"two")))
+        self.assertEqual(txn.stores[A][3], b"two")
+
+    def test_checkCurrent(self):
+        """checkCurrent locks a current oid, and reports an old one."""
+        txn = self.begin(T1)
+        d = self.tm.checkCurrent(txn, PARTITION, A, S5)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(txn.checked, {A: (PARTITION, S5)})
+        d = self.tm.checkCurrent(txn, PARTITION, B, p64(4))
+        self.assertEqual(self.successResultOf(d), S5)
+        self.assertNotIn(B, txn.checked)
+        younger = self.begin(T2)
+        self.assertNoResult(self.store(younger, A))
+        self.assertIsNone(self.successResultOf(self.store(younger, B)))
+
+
+class LockOrderTests(TransactionManagerTestCase):
+    """Younger transactions wait for older ones; older ones take locks."""
+
+    def test_youngerWaitsUntilOlderAborts(self):
+        """A younger store waits for an older unvoted holder to abort."""
+        older, younger = self.begin(T1), self.begin(T2)
+        self.successResultOf(self.store(older, A))
+        d = self.store(younger, A)
+        self.assertNoResult(d)
+        self.successResultOf(self.tm.abort(T1))
+        self.assertIsNone(self.successResultOf(d))
+        self.assertIn(A, younger.stores)
+
+    def test_youngerWaitsUntilOlderUnlocks(self):
+        """A younger store waits for an older holder to commit, then gets
+        the new serial as a conflict."""
+        older, younger = self.begin(T1), self.begin(T2)
+        self.successResultOf(self.store(older, A))
+        d = self.store(younger, A)
+        self.assertIsNone(self.successResultOf(self.vote(older)))
+        self.assertNoResult(d)
+        self.successResultOf(self.tm.lock(T1, S7))
+        self.assertNoResult(d)
+        self.successResultOf(self.tm.unlock(T1))
+        self.assertEqual(self.successResultOf(d), S7)
+        self.assertEqual(younger.stores, {})
+
+    def test_olderWaitsAndNotifiesYounger(self):
+        """
+        An older store finding a younger, unvoted holder waits and tells
+        the younger's client, once; when that client relocks, the older
+        takes the lock and the younger queues behind it, getting the
+        conflict when the older commits.
+        """
+        older, younger = self.begin(T1), self.begin(T2)
+        self.assertIsNone(self.successResultOf(self.store(younger, A)))
+        self.successResultOf(self.store(younger, B))
+        d = self.store(older, A)
+        self.assertNoResult(d)
+        self.assertEqual(self.deadlocks, [(T2, A)])
+        relocking = self.tm.relock(younger, A)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertNoResult(relocking)
+        self.commit(older, 7)
+        self.assertEqual(self.successResultOf(relocking), S7)
+        self.assertEqual(list(younger.stores), [B])
+        self.assertIsNone(self.successResultOf(self.vote(younger)))
+        self.assertEqual([c[0] for c in self.db.callsOf("vote")], [1, 2])
+        self.assertEqual(self.deadlocks, [(T2, A)])
+
+    def test_relockAfterOlderAborts(self):
+        """When the older transaction aborts, the younger gets its lock
+        back without conflict and votes its data."""
+        older, younger = self.begin(T1), self.begin(T2)
+        self.successResultOf(self.store(younger, A, data=b"young"))
+        d = self.store(older, A)
+        relocking = self.tm.relock(younger, A)
+        self.successResultOf(d)
+        self.assertNoResult(relocking)
+        self.successResultOf(self.tm.abort(T1))
+        self.assertIsNone(self.successResultOf(relocking))
+        self.assertIsNone(self.successResultOf(self.vote(younger)))
+        self.assertEqual(self.db.callsOf("vote"),
+                         [(2, PARTITION, None, [(PARTITION, 0xA, 0,
+                                                 b"young")])])
+
+    def test_relockUnknownOid(self):
+        """Relocking an oid the transaction did not store is a no-op."""
+        txn = self.begin(T2)
+        self.assertIsNone(self.successResultOf(self.tm.relock(txn, A)))
+        self.assertIsNone(self.successResultOf(self.store(self.begin(T1), A)))
+
+    def test_relockVotedRefused(self):
+        """A voted transaction is never asked to relock: it is refused."""
+        txn = self.begin(T2)
+        self.successResultOf(self.store(txn, A))
+        self.successResultOf(self.vote(txn))
+        self.failureResultOf(self.tm.relock(txn, A), TransactionNotFound)
+
+    def test_waitOnVotedHolderEvenIfOlder(self):
+        """An older transaction waits for a voted younger holder, without
+        telling its client anything."""
+        older, younger = self.begin(T1), self.begin(T2)
+        self.successResultOf(self.store(younger, A))
+        self.assertIsNone(self.successResultOf(self.vote(younger)))
+        d = self.store(older, A)
+        self.assertNoResult(d)
+        self.assertEqual(self.deadlocks, [])
+        self.successResultOf(self.tm.lock(T2, S7))
+        self.successResultOf(self.tm.unlock(T2))
+        self.assertEqual(self.successResultOf(d), S7)
+
+    def test_severalWaiters(self):
+        """Waiters on one oid are woken oldest first."""
+        t1, t2, t3 = self.begin(T1), self.begin(T2), self.begin(T3)
+        self.successResultOf(self.store(t1, A))
+        d3 = self.store(t3, A)
+        d2 = self.store(t2, A)
+        self.assertEqual(self.deadlocks, [])
+        self.successResultOf(self.tm.abort(T1))
+        self.assertIsNone(self.successResultOf(d2))
+        self.assertNoResult(d3)
+        self.successResultOf(self.tm.abort(T2))
+        self.assertIsNone(self.successResultOf(d3))
+
+    def test_abortWhileWaiting(self):
+        """A transaction aborted while waiting for a lock fails its store."""
+        older, younger = self.begin(T1), self.begin(T2)
+        self.successResultOf(self.store(older, A))
+        d = self.store(younger, A)
+        self.successResultOf(self.tm.abort(T2))
+        self.assertNoResult(d)
+        self.successResultOf(self.tm.abort(T1))
+        self.failureResultOf(d, TransactionNotFound)
+        # Nobody holds A any more.
+        self.assertIsNone(self.successResultOf(self.store(self.begin(T3), A)))
+
+
+class VoteTests(TransactionManagerTestCase):
+    """Voting makes a transaction's stores durable, once."""
+
+    def test_voteWritesStoresOnce(self):
+        """vote() writes every store with one db.vote call."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"a"))
+        self.successResultOf(self.store(txn, B, data=b"b"))
+        metadata = (b"user", b"desc", b"ext", A + B)
+        self.assertIsNone(self.successResultOf(self.vote(txn, metadata)))
+        [(ttid, partition, meta, objects)] = self.db.callsOf("vote")
+        self.assertEqual((ttid, partition, meta), (1, PARTITION, metadata))
+        self.assertEqual(sorted(objects), [(PARTITION, 0xA, 0, b"a"),
+                                           (PARTITION, 0xB, 0, b"b")])
+        self.assertTrue(txn.voted)
+        # The data is not kept in memory once in the database.
+        self.assertEqual(txn.stores[A], (PARTITION, S5, None, None))
+
+    def test_voteWithoutStores(self):
+        """A transaction with nothing stored here still votes its metadata."""
+        txn = self.begin(T1)
+        self.assertIsNone(self.successResultOf(
+            self.vote(txn, (b"", b"", b"", b""))))
+        self.assertEqual(self.db.callsOf("vote"),
+                         [(1, PARTITION, (b"", b"", b"", b""), [])])
+
+    def test_voteAgain(self):
+        """A second vote (a client re-voting after conflicts found on
+        another node) does not rewrite the transaction's objects."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"a"))
+        self.successResultOf(self.vote(txn))
+        self.assertIsNone(self.successResultOf(self.vote(txn)))
+        self.assertEqual(self.db.voted[1], [(PARTITION, 0xA, 0, b"a")])
+        self.assertEqual(len(self.db.callsOf("vote")), 1)
+
+    def test_voteFailureAborts(self):
+        """When the database fails the vote, the transaction is aborted."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A))
+        self.db.voteError = IOError("disk full")
+        self.failureResultOf(self.vote(txn), IOError)
+        self.assertEqual(len(self.tm), 0)
+        self.assertEqual(self.db.callsOf("abortTransaction"), [(1,)])
+        self.assertIsNone(self.successResultOf(self.store(self.begin(T2), A)))
+
+    def test_voteAborted(self):
+        """The vote of an aborted transaction fails and writes nothing."""
+        txn = self.begin(T2)
+        self.successResultOf(self.store(txn, A))
+        self.successResultOf(self.tm.abort(T2))
+        self.failureResultOf(self.vote(txn), TransactionNotFound)
+        self.assertEqual(self.db.callsOf("vote"), [])
+
+
+class CommitTests(TransactionManagerTestCase):
+    """The second phase: lock, then unlock."""
+
+    def test_lockBlocksReads(self):
+        """Once locked, reads of the transaction's oids wait for unlock."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A))
+        self.successResultOf(self.vote(txn))
+        self.successResultOf(self.readable(A))
+        self.successResultOf(self.tm.lock(T1, S7))
+        self.assertEqual(self.db.callsOf("lockTransaction"), [(1, 7)])
+        reading = self.readable(A)
+        self.assertNoResult(reading)
+        self.successResultOf(self.readable(B))
+        self.successResultOf(self.tm.unlock(T1))
+        self.successResultOf(reading)
+        self.assertEqual(self.db.callsOf("unlockTransaction"), [(1,)])
+        self.assertEqual(self.db.serials[0xA], 7)
+        self.assertEqual(len(self.tm), 0)
+
+    def readable(self, oid):
+        return self.tm.readable(oid)
+
+    def test_unlockReleasesWriteLocks(self):
+        """After unlock, other transactions store the oids at once."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A))
+        self.commit(txn, 7)
+        self.assertIsNone(self.successResultOf(self.store(self.begin(T2), A,
+                                                          S7)))
+
+    def test_lockUnknown(self):
+        """lock() and unlock() of an unknown transaction do nothing."""
+        self.successResultOf(self.tm.lock(T3, S7))
+        self.successResultOf(self.tm.unlock(T3))
+        self.assertEqual(self.db.calls, [])
+
+    def test_abortLockedDoesNothing(self):
+        """abort() of a locked transaction keeps it and its locks."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A))
+        self.successResultOf(self.vote(txn))
+        self.successResultOf(self.tm.lock(T1, S7))
+        self.successResultOf(self.tm.abort(T1))
+        self.assertIs(self.tm.get(T1), txn)
+        self.assertFalse(txn.aborted)
+        self.assertEqual(self.db.callsOf("abortTransaction"), [])
+        self.assertNoResult(self.readable(A))
+        self.assertNoResult(self.store(self.begin(T2), A))
+
+    def test_abortVoted(self):
+        """abort() of a voted, unlocked transaction drops its data."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A))
+        self.successResultOf(self.vote(txn))
+        self.successResultOf(self.tm.abort(T1))
+        self.assertEqual(self.db.callsOf("abortTransaction"), [(1,)])
+        self.assertEqual(len(self.tm), 0)
+
+    def test_abortUnvotedTouchesNoDatabase(self):
+        """abort() of an unvoted transaction only forgets it in memory."""
+        self.successResultOf(self.store(self.begin(T1), A))
+        self.successResultOf(self.tm.abort(T1))
+        self.assertEqual(self.db.callsOf("abortTransaction"), [])
+        self.successResultOf(self.tm.abort(T1))
+        self.assertEqual(len(self.tm), 0)
+
+    def test_abortClient(self):
+        """abortClient() aborts the client's unvoted transactions only."""
+        unvoted, voted = self.begin(T1, C1), self.begin(T2, C1)
+        other = self.begin(T3, C2)
+        self.successResultOf(self.store(unvoted, A))
+        self.successResultOf(self.vote(voted))
+        self.tm.abortClient(C1)
+        self.assertTrue(unvoted.aborted)
+        self.assertRaises(TransactionNotFound, self.tm.get, T1)
+        self.assertIs(self.tm.get(T2), voted)
+        self.assertIs(self.tm.get(T3), other)
+        self.assertEqual(self.db.callsOf("abortTransaction"), [])
+        self.assertIsNone(self.successResultOf(self.store(other, A)))
+
+    def test_clear(self):
+        """clear() forgets every transaction and frees every lock."""
+        older, locked = self.begin(T1), self.begin(T2)
+        self.successResultOf(self.store(older, A))
+        self.successResultOf(self.store(locked, B))
+        self.successResultOf(self.vote(locked))
+        self.successResultOf(self.tm.lock(T2, S7))
+        reading = self.readable(B)
+        self.tm.clear()
+        self.assertEqual(len(self.tm), 0)
+        self.assertTrue(older.aborted)
+        self.successResultOf(reading)
+        self.assertIsNone(self.successResultOf(self.store(self.begin(T3), B)))
+        self.assertIsNone(self.successResultOf(self.store(self.begin(T3), A)))
+        self.assertEqual(self.db.callsOf("abortTransaction"), [])
+
+    def test_clearFailsWaiters(self):
+        """A store waiting for a lock when clear() is called fails."""
+        older, younger = self.begin(T1), self.begin(T2)
+        self.successResultOf(self.store(older, A))
+        d = self.store(younger, A)
+        self.tm.clear()
+        self.failureResultOf(d, TransactionNotFound)
