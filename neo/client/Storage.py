@@ -105,7 +105,9 @@ class Storage(ConflictResolvingStorage):
         return self._readOnly
 
     def lastTransaction(self):
-        return self._app.lastTid or ZERO_TID
+        # Waits while a commit or an invalidation is being delivered.
+        with self._app.lastTidLock:
+            return self._app.lastTid or ZERO_TID
 
     def registerDB(self, db):
         self._app.db = db
@@ -139,13 +141,21 @@ class Storage(ConflictResolvingStorage):
     # -- Loads ---------------------------------------------------------------
 
     def _load(self, oid, serial=None, before=None):
+        """
+        C{(data, serial, next)} from the cluster, cached (data is None for
+        a deletion); raises POSKeyError or OidNotFound.
+        """
         try:
             compression, data, serial, next = self._call(
                 self._app.load, oid, serial, before)
         except OidDoesNotExist:
             raise POSException.POSKeyError(oid)
-        if data is not None and compression == _ZLIB:
-            data = zlib.decompress(data)
+        try:
+            if data is not None and compression == _ZLIB:
+                data = zlib.decompress(data)
+        finally:
+            # Decompressed here, in the calling thread, not in the reactor.
+            next = self._cache.endLoad(oid, serial, next, data)
         return data, serial, next
 
     def load(self, oid, version=""):
@@ -158,7 +168,6 @@ class Storage(ConflictResolvingStorage):
             raise POSException.POSKeyError(oid)
         if data is None:
             raise POSException.POSKeyError(oid)
-        self._cache.store(oid, serial, next, data)
         return data, serial
 
     def loadBefore(self, oid, tid):
@@ -171,7 +180,6 @@ class Storage(ConflictResolvingStorage):
             return None
         if data is None:
             return None
-        self._cache.store(oid, serial, next, data)
         return data, serial, next
 
     def loadSerial(self, oid, serial):

@@ -9,6 +9,7 @@ commit.  L{neo.client.Storage} calls it from ZODB's threads.
 """
 
 import random
+import threading
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import clientFromString
@@ -23,9 +24,9 @@ from neo.lib.logging import NodeLogger
 from neo.lib.states import NodeState, NodeType
 from neo.protocols import commands as c
 from neo.protocols.base import NodeProtocol
-from neo.protocols.errors import (
-    NotReady, OidDoesNotExist, OidNotFound, ProtocolError)
-from neo.services.node import MasterLinkService, NodeTable
+from neo.protocols.errors import NotReady, ProtocolError
+from neo.services.node import (
+    ClusterView, MasterLinkService, MasterViewHandler, NodeTable)
 
 
 class ClusterError(Exception):
@@ -57,7 +58,7 @@ class ClientTransaction:
         self.error = None
 
 
-class ClientApp:
+class ClientApp(ClusterView):
     """
     @ivar lastTid: the last TID whose invalidations were processed.
     """
@@ -75,6 +76,10 @@ class ClientApp:
         self.pt = None
         self.clusterState = None
         self.lastTid = None
+        #: Held while invalidations are delivered and lastTid moves, so
+        #: that a ZODB thread never sees a lastTid whose invalidations it
+        #: has not been given (see ZODB's racetest).
+        self.lastTidLock = threading.RLock()
         self.db = None
         self.master = None
         self.fatalError = None
@@ -82,7 +87,6 @@ class ClientApp:
         self.log = NodeLogger(self, namespace="neo.client")
         self._storages = {}
         self._connecting = {}
-        self._loading = {}
         self._txnByTtid = {}
         self._link = MasterLinkService(self, reactor, masters)
 
@@ -111,12 +115,13 @@ class ClientApp:
         self.pt = PartitionTable.fromJson(doc) if doc else None
         self.clusterState = answer["clusterState"]
         last = (yield proto.ask(c.AskLastTransaction))["tid"]
-        if self.lastTid is not None and last != self.lastTid:
-            # We may have missed invalidations while disconnected.
-            self.cache.clearCurrent()
-            if self.db is not None:
-                self.db.invalidateCache()
-        self.lastTid = max(last or ZERO_TID, self.lastTid or ZERO_TID)
+        with self.lastTidLock:
+            if self.lastTid is not None and last != self.lastTid:
+                # We may have missed invalidations while disconnected.
+                self.cache.clearCurrent()
+                if self.db is not None:
+                    self.db.invalidateCache()
+            self.lastTid = max(last or ZERO_TID, self.lastTid or ZERO_TID)
         self.master = proto
         self.log.info("connected to the cluster as {me}",
                       me=formatNid(self.nid))
@@ -125,6 +130,19 @@ class ClientApp:
         if proto is self.master:
             self.master = None
             self.log.warn("lost the connection to the primary master")
+
+    def nodesUpdated(self, rows):
+        changed = super().nodesUpdated(rows)
+        for entry in changed:
+            if entry.state is not NodeState.RUNNING:
+                proto = self._storages.get(entry.nid)
+                if proto is not None:
+                    proto.close()
+        return changed
+
+    def partitionChangesReceived(self, ptid, replicas, changes):
+        if self.pt is not None:
+            super().partitionChangesReceived(ptid, replicas, changes)
 
     @defer.inlineCallbacks
     def connected(self):
@@ -146,15 +164,12 @@ class ClientApp:
         return self._link.stopService()
 
     def invalidate(self, tid, oids):
-        for oid in oids:
-            loading = self._loading.get(oid)
-            if loading is not None:
-                loading.append(tid)
-        self.cache.invalidate(oids, tid)
-        if self.db is not None:
-            self.db.invalidate(tid, oids)
-        if self.lastTid is None or tid > self.lastTid:
-            self.lastTid = tid
+        with self.lastTidLock:
+            self.cache.invalidate(oids, tid)
+            if self.db is not None:
+                self.db.invalidate(tid, oids)
+            if self.lastTid is None or tid > self.lastTid:
+                self.lastTid = tid
 
     # -- Storage connections -------------------------------------------------
 
@@ -214,8 +229,10 @@ class ClientApp:
     @defer.inlineCallbacks
     def load(self, oid, serial=None, before=None):
         """
-        C{(compression, data, serial, next)} of a revision; raises
-        L{OidNotFound}, L{OidDoesNotExist}, or L{ClusterError}.
+        C{(compression, data, serial, next)} of a revision (C{data} is None
+        for a deletion); raises L{OidNotFound}, L{OidDoesNotExist}, or
+        L{ClusterError}.  The caller must end the load with
+        C{cache.endLoad} when this succeeds (it was begun here).
         """
         yield self.connected()
         partition = self.pt.partitionOf(oid)
@@ -228,26 +245,20 @@ class ClientApp:
             except NotReady as e:
                 errors.append(str(e))
                 continue
-            loading = self._loading.setdefault(oid, [])
+            self.cache.beginLoad(oid)
             try:
                 answer = yield proto.ask(c.AskObject, oid=oid, serial=serial,
                                          before=before)
             except (NotReady, ConnectionClosed) as e:
+                self.cache.endLoad(oid, ZERO_TID, ZERO_TID)
                 errors.append(f"{formatNid(nid)}: {e}")
                 continue
-            finally:
-                if not loading:
-                    self._loading.pop(oid, None)
-            next = answer["nextSerial"]
-            if next is None and loading:
-                later = [t for t in loading if t > answer["serial"]]
-                if later:
-                    next = min(later)
-            if not loading:
-                self._loading.pop(oid, None)
-            if answer["deleted"]:
-                return None, None, answer["serial"], next
-            return answer["compression"], answer["data"], answer["serial"], next
+            except BaseException:
+                self.cache.endLoad(oid, ZERO_TID, ZERO_TID)
+                raise
+            data = None if answer["deleted"] else answer["data"]
+            return (answer["compression"], data, answer["serial"],
+                    answer["nextSerial"])
         raise ClusterError(
             f"no storage node could serve partition {partition}: "
             + ("; ".join(errors) or "no readable cell"))
@@ -403,17 +414,20 @@ class ClientApp:
         finally:
             self._txnByTtid.pop(txn.ttid, None)
         tid = answer["tid"]
-        for oid, (_, data) in txn.data.items():
-            self.cache.invalidate([oid], tid)
-            if data is not None:
-                self.cache.store(oid, tid, None, data)
-        if self.lastTid is None or tid > self.lastTid:
-            self.lastTid = tid
-        if callback is not None:
-            try:
-                callback(tid)
-            except Exception:
-                self.log.failure("tpc_finish callback failed")
+        with self.lastTidLock:
+            for oid, (_, data) in txn.data.items():
+                self.cache.invalidate([oid], tid)
+                if data is not None:
+                    self.cache.store(oid, tid, None, data)
+            # ZODB's callback invalidates the other connections of this
+            # process: before lastTid moves, which they poll.
+            if callback is not None:
+                try:
+                    callback(tid)
+                except Exception:
+                    self.log.failure("tpc_finish callback failed")
+            if self.lastTid is None or tid > self.lastTid:
+                self.lastTid = tid
         return tid
 
     def abort(self, txn):
@@ -433,47 +447,17 @@ class ClientApp:
         yield master.ask(c.Ping)
 
 
-class MasterHandler(amp.CommandLocator):
-    def __init__(self, app: ClientApp, proto):
-        self.app = app
-
-    @c.Ping.responder
-    def ping(self):
-        return {}
-
-    @c.NotifyNodeInformation.responder
-    def notifyNodeInformation(self, nodes):
-        for entry in self.app.nodes.update(nodes):
-            if entry.state is not NodeState.RUNNING:
-                proto = self.app._storages.get(entry.nid)
-                if proto is not None:
-                    proto.close()
-        return {}
-
-    @c.NotifyClusterState.responder
-    def notifyClusterState(self, state):
-        self.app.clusterState = state
-        return {}
-
-    @c.SendPartitionTable.responder
-    def sendPartitionTable(self, partitionTable):
-        self.app.pt = PartitionTable.fromJson(partitionTable)
-        return {}
-
-    @c.NotifyPartitionChanges.responder
-    def notifyPartitionChanges(self, ptid, replicas, changes):
-        if self.app.pt is not None:
-            self.app.pt.apply(ptid, replicas, changes)
-        return {}
+class MasterHandler(MasterViewHandler):
+    """What the client answers to the master."""
 
     @c.InvalidateObjects.responder
     def invalidateObjects(self, tid, oids):
-        self.app.invalidate(tid, oids)
+        self.view.invalidate(tid, oids)
         return {}
 
     @c.Shutdown.responder
     def shutdown(self):
-        self.app.log.info("the cluster is stopping")
+        self.view.log.info("the cluster is stopping")
         return {}
 
 

@@ -24,6 +24,8 @@ class RecordCache:
         self._lock = threading.Lock()
         # oid -> list of [tid, next, data], sorted by tid
         self._objects = OrderedDict()
+        # oid -> [loads in flight, invalidation TIDs seen meanwhile]
+        self._loading = {}
         self.hits = self.misses = 0
 
     def __len__(self):
@@ -59,33 +61,68 @@ class RecordCache:
             r = self._find(oid, lambda r: r[1] is None)
             return None if r is None else (r[2], r[0])
 
+    def beginLoad(self, oid):
+        """
+        A load of C{oid} is sent to a storage node: invalidations of it are
+        recorded until L{endLoad}, since its answer may be older than them.
+        """
+        with self._lock:
+            self._loading.setdefault(oid, [0, []])[0] += 1
+
+    def endLoad(self, oid, tid, next, data=None):
+        """
+        The load begun with L{beginLoad} answered revision C{tid}, valid
+        until C{next} as the storage node knew it.  Returns the real end
+        of validity (an invalidation may have come since), and caches the
+        revision if C{data} is given.
+        """
+        with self._lock:
+            entry = self._loading.get(oid)
+            if entry is not None:
+                entry[0] -= 1
+                if not entry[0]:
+                    del self._loading[oid]
+                if next is None:
+                    later = [t for t in entry[1] if t > tid]
+                    if later:
+                        next = min(later)
+            if data is not None:
+                self._store(oid, tid, next, data)
+        return next
+
     def store(self, oid, tid, next, data):
+        with self._lock:
+            self._store(oid, tid, next, data)
+
+    def _store(self, oid, tid, next, data):
         if len(data) > self.maxBytes * _LARGEST:
             return
-        with self._lock:
-            revisions = self._objects.setdefault(oid, [])
-            if next is None:
-                # An older revision still thought current is stale: its
-                # real end is unknown, so forget it.
-                for r in [r for r in revisions if r[1] is None and r[0] < tid]:
-                    revisions.remove(r)
-                    self.size -= len(r[2])
-            for r in revisions:
-                if r[0] == tid:
-                    if r[1] is None and next is not None:
-                        r[1] = next
-                    break
-            else:
-                revisions.append([tid, next, data])
-                revisions.sort(key=lambda r: r[0])
-                self.size += len(data)
-            self._objects.move_to_end(oid)
-            self._evict()
+        revisions = self._objects.setdefault(oid, [])
+        if next is None:
+            # An older revision still thought current is stale: its
+            # real end is unknown, so forget it.
+            for r in [r for r in revisions if r[1] is None and r[0] < tid]:
+                revisions.remove(r)
+                self.size -= len(r[2])
+        for r in revisions:
+            if r[0] == tid:
+                if r[1] is None and next is not None:
+                    r[1] = next
+                break
+        else:
+            revisions.append([tid, next, data])
+            revisions.sort(key=lambda r: r[0])
+            self.size += len(data)
+        self._objects.move_to_end(oid)
+        self._evict()
 
     def invalidate(self, oids, tid):
         """A transaction C{tid} committed new revisions of C{oids}."""
         with self._lock:
             for oid in oids:
+                loading = self._loading.get(oid)
+                if loading is not None:
+                    loading[1].append(tid)
                 revisions = self._objects.get(oid)
                 if revisions:
                     for r in revisions:

@@ -13,6 +13,9 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from zope.interface import implementer
 from twisted.internet.interfaces import IStreamClientEndpoint
 
+from twisted.protocols import amp
+
+from neo.cluster.partition_table import PartitionTable
 from neo.lib.config import clientEndpoint, formatAddress, serverEndpoint
 from neo.lib.ids import formatNid
 from neo.lib.logging import NodeLogger
@@ -286,3 +289,61 @@ class BaseNode(service.MultiService):
 
     def masterLost(self, proto):
         raise NotImplementedError
+
+
+class ClusterView:
+    """
+    The master's view of the cluster, as mirrored by a node, an admin or a
+    client: the node table, the cluster state and the partition table.
+    Subclasses extend the hooks to react (persist, close connections...).
+    """
+
+    nodes = None
+    pt = None
+    clusterState = None
+
+    def nodesUpdated(self, rows) -> list:
+        return self.nodes.update(rows)
+
+    def partitionTableReceived(self, doc) -> None:
+        self.pt = PartitionTable.fromJson(doc)
+
+    def partitionChangesReceived(self, ptid, replicas, changes) -> None:
+        if self.pt is None:
+            raise ProtocolError("partition changes without a table")
+        self.pt.apply(ptid, replicas, changes)
+
+
+class MasterViewHandler(amp.CommandLocator):
+    """
+    Responders for what the master broadcasts to every node, delegating
+    to a L{ClusterView}; role handlers add their own commands.
+    """
+
+    def __init__(self, view: ClusterView, proto):
+        self.view = view
+        self.proto = proto
+
+    @commands.Ping.responder
+    def ping(self):
+        return {}
+
+    @commands.NotifyNodeInformation.responder
+    def notifyNodeInformation(self, nodes):
+        self.view.nodesUpdated(nodes)
+        return {}
+
+    @commands.NotifyClusterState.responder
+    def notifyClusterState(self, state):
+        self.view.clusterState = state
+        return {}
+
+    @commands.SendPartitionTable.responder
+    def sendPartitionTable(self, partitionTable):
+        self.view.partitionTableReceived(partitionTable)
+        return {}
+
+    @commands.NotifyPartitionChanges.responder
+    def notifyPartitionChanges(self, ptid, replicas, changes):
+        self.view.partitionChangesReceived(ptid, replicas, changes)
+        return {}

@@ -228,3 +228,53 @@ class EvictionTests(CacheTestCase):
         self.assertEqual(len(self.cache), 1)
         self.assertEqual(self.cache.size, 3)
         self.assertSizeConsistent()
+
+
+OID = A
+
+
+class LoadInFlightTests(CacheTestCase):
+    """Invalidations racing with a load sent to a storage node."""
+
+    def test_invalidationDuringLoad(self):
+        """
+        An invalidation processed between the start of a load and the
+        caching of its answer ends the answered revision: it is not cached
+        as current.
+        """
+        cache = RecordCache(1000)
+        cache.beginLoad(OID)
+        cache.invalidate([OID], p64(20))
+        self.assertEqual(cache.endLoad(OID, p64(10), None, b"old"), p64(20))
+        self.assertIsNone(cache.load(OID))
+        self.assertEqual(cache.loadBefore(OID, p64(20)),
+                         (b"old", p64(10), p64(20)))
+        self.assertIsNone(cache.loadBefore(OID, p64(21)))
+
+    def test_olderInvalidationIgnored(self):
+        """Invalidations not after the answered revision change nothing."""
+        cache = RecordCache(1000)
+        cache.beginLoad(OID)
+        cache.invalidate([OID], p64(10))
+        self.assertIsNone(cache.endLoad(OID, p64(10), None, b"cur"))
+        self.assertEqual(cache.load(OID), (b"cur", p64(10)))
+
+    def test_concurrentLoads(self):
+        """Two loads of one oid in flight share what they saw, and the
+        bookkeeping is gone once both ended."""
+        cache = RecordCache(1000)
+        cache.beginLoad(OID)
+        cache.beginLoad(OID)
+        cache.invalidate([OID], p64(30))
+        self.assertEqual(cache.endLoad(OID, p64(10), None), p64(30))
+        self.assertEqual(cache.endLoad(OID, p64(10), None), p64(30))
+        self.assertEqual(cache._loading, {})
+        cache.invalidate([OID], p64(40))
+        self.assertEqual(cache._loading, {})
+
+    def test_knownNextKept(self):
+        """A revision the storage node already knew the end of keeps it."""
+        cache = RecordCache(1000)
+        cache.beginLoad(OID)
+        cache.invalidate([OID], p64(50))
+        self.assertEqual(cache.endLoad(OID, p64(10), p64(20), b"x"), p64(20))

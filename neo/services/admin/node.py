@@ -15,7 +15,8 @@ from neo.lib.states import NodeType
 from neo.protocols import commands as c
 from neo.protocols.errors import NotReady, ProtocolError
 from neo.services.node import (
-    BaseNode, ListenerService, MasterLinkService, NodeTable, ProtocolFactory)
+    BaseNode, ClusterView, ListenerService, MasterLinkService,
+    MasterViewHandler, NodeTable, ProtocolFactory)
 
 
 class AdminConfig:
@@ -31,7 +32,7 @@ class AdminConfig:
                    options["address-file"])
 
 
-class AdminNode(BaseNode):
+class AdminNode(BaseNode, ClusterView):
     role = "admin"
     nodeType = NodeType.ADMIN
 
@@ -93,41 +94,14 @@ class AdminNode(BaseNode):
         return self.master.ask(command, **kwargs)
 
 
-class MasterHandler(amp.CommandLocator):
-    def __init__(self, node, proto):
-        self.node = node
-
-    @c.Ping.responder
-    def ping(self):
-        return {}
-
-    @c.NotifyNodeInformation.responder
-    def notifyNodeInformation(self, nodes):
-        self.node.nodes.update(nodes)
-        return {}
-
-    @c.NotifyClusterState.responder
-    def notifyClusterState(self, state):
-        self.node.clusterState = state
-        return {}
-
-    @c.SendPartitionTable.responder
-    def sendPartitionTable(self, partitionTable):
-        self.node.pt = PartitionTable.fromJson(partitionTable)
-        return {}
-
-    @c.NotifyPartitionChanges.responder
-    def notifyPartitionChanges(self, ptid, replicas, changes):
-        if self.node.pt is None:
-            raise ProtocolError("partition changes without a table")
-        self.node.pt.apply(ptid, replicas, changes)
-        return {}
+class MasterHandler(MasterViewHandler):
+    """What the admin node answers to the master."""
 
     @c.Shutdown.responder
     def shutdown(self):
-        self.node.log.info("the cluster is stopping")
-        if self.node._shutdownCallback is not None:
-            self.node._shutdownCallback()
+        self.view.log.info("the cluster is stopping")
+        if self.view._shutdownCallback is not None:
+            self.view._shutdownCallback()
         return {}
 
 

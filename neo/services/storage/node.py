@@ -8,18 +8,17 @@ questions, and once told to start operation serves stores, votes and
 loads to clients, and locks and unlocks transactions for the master.
 """
 
-import zlib
-
 from twisted.internet import defer
 from twisted.protocols import amp
 
 from neo.cluster.partition_table import PartitionTable
 from neo.lib.ids import formatNid, p64, u64
-from neo.lib.states import ClusterState, NodeState, NodeType
+from neo.lib.states import NodeState, NodeType
 from neo.protocols import commands as c
 from neo.protocols.errors import NotReady, ProtocolError
 from neo.services.node import (
-    BaseNode, ListenerService, MasterLinkService, NodeTable, ProtocolFactory)
+    BaseNode, ClusterView, ListenerService, MasterLinkService,
+    MasterViewHandler, NodeTable, ProtocolFactory)
 from neo.services.storage.sqlite import DatabaseError
 from neo.services.storage.transactions import TransactionManager
 
@@ -36,7 +35,7 @@ def makeBackend(config, reactor):
     raise DatabaseError(f"unknown adapter {config.adapter!r}")
 
 
-class StorageNode(BaseNode):
+class StorageNode(BaseNode, ClusterView):
     """
     @ivar operational: whether the master told us to serve clients.
     @ivar pt: the L{PartitionTable} as the master last sent it.
@@ -145,15 +144,21 @@ class StorageNode(BaseNode):
         if self._shutdownCallback is not None:
             self._shutdownCallback()
 
-    def setPartitionTable(self, doc):
-        self.pt = PartitionTable.fromJson(doc)
-        return self.db.savePartitionTable(doc)
+    def partitionTableReceived(self, doc):
+        super().partitionTableReceived(doc)
+        self.db.savePartitionTable(doc)
+
+    def partitionChangesReceived(self, ptid, replicas, changes):
+        super().partitionChangesReceived(ptid, replicas, changes)
+        self.db.savePartitionTable(self.pt.toJson())
 
     def nodesUpdated(self, rows):
-        for entry in self.nodes.update(rows):
+        changed = super().nodesUpdated(rows)
+        for entry in changed:
             if entry.nid == self.nid and entry.state is NodeState.UNKNOWN:
                 self.fatal("the master forgot this node")
         self._nodesChanged()
+        return changed
 
     def _nodesChanged(self):
         waiters, self._nodeWaiters = self._nodeWaiters, []
@@ -216,41 +221,13 @@ class StorageNode(BaseNode):
         return self.pt.partitionOf(oidOrTid)
 
 
-class MasterHandler(amp.CommandLocator):
+class MasterHandler(MasterViewHandler):
     """What the storage node answers to the master."""
 
     def __init__(self, node: StorageNode, proto):
+        super().__init__(node, proto)
         self.node = node
-        self.proto = proto
         self.db = node.db
-
-    @c.Ping.responder
-    def ping(self):
-        return {}
-
-    @c.NotifyNodeInformation.responder
-    def notifyNodeInformation(self, nodes):
-        self.node.nodesUpdated(nodes)
-        return {}
-
-    @c.NotifyClusterState.responder
-    def notifyClusterState(self, state):
-        self.node.clusterState = state
-        return {}
-
-    @c.SendPartitionTable.responder
-    def sendPartitionTable(self, partitionTable):
-        self.node.setPartitionTable(partitionTable)
-        return {}
-
-    @c.NotifyPartitionChanges.responder
-    def notifyPartitionChanges(self, ptid, replicas, changes):
-        pt = self.node.pt
-        if pt is None:
-            raise ProtocolError("partition changes without a table")
-        pt.apply(ptid, replicas, changes)
-        self.db.savePartitionTable(pt.toJson())
-        return {}
 
     @c.AskRecovery.responder
     def askRecovery(self):
