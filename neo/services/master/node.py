@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_master -*-
+# -*- test-case-name: tests.unit.test_master_node -*-
 """
 The primary master node.
 
@@ -62,6 +62,7 @@ class MasterNode(BaseNode):
         self._recovered = set()
         self._generation = 0
         self._numbers = {}
+        self._lastStorageNid = 0
         self._shutdownCallback = shutdownCallback
         self._stopping = None
         self._stateWaiters = {}
@@ -98,10 +99,13 @@ class MasterNode(BaseNode):
 
     def _newNid(self, nodeType):
         if nodeType is NodeType.STORAGE:
+            # Storage nodes keep their id forever: never give one twice,
+            # even if its first owner left before being used.
             known = [e.nid for e in self.nodes.byType(NodeType.STORAGE)]
             if self.pt is not None:
                 known.extend(self.pt.nids())
-            return max(known, default=0) + 1
+            self._lastStorageNid = max(known + [self._lastStorageNid]) + 1
+            return self._lastStorageNid
         number = self._numbers.get(nodeType, 0) + 1
         self._numbers[nodeType] = number
         return makeNid(nodeType.value, number)
@@ -142,6 +146,7 @@ class MasterNode(BaseNode):
                 raise NotReady("the cluster is stopping")
             if nid is None:
                 nid = self._newNid(nodeType)
+            self._lastStorageNid = max(self._lastStorageNid, nid)
             if (self.state is ClusterState.RUNNING and self.pt is not None
                     and nid in self.pt.nids()):
                 state = NodeState.RUNNING
@@ -238,6 +243,8 @@ class MasterNode(BaseNode):
         if entry is None or entry.proto is not proto or not self.running:
             return
         entry.proto = None
+        if self._stopping is False:
+            return  # Shutdown was sent: nodes are expected to leave.
         self.log.info("{peer} disconnected", peer=formatNid(entry.nid))
         if entry.nodeType is NodeType.STORAGE:
             self._storageLost(entry)
@@ -435,6 +442,10 @@ class MasterNode(BaseNode):
             self.tids.observe(tid)
             ttid = tid
         else:
+            if any(txn.imposed for txn in self.transactions):
+                # It would commit before the imposed TID: refuse for now.
+                raise NotReady("a transaction with an imposed TID is in"
+                               " progress")
             ttid = self.tids.next()
         self.transactions.begin(ttid, entry.nid).imposed = tid is not None
         return p64(ttid)
@@ -479,8 +490,15 @@ class MasterNode(BaseNode):
         self._committed(self.transactions.locked(txn.ttid, nid))
 
     def _lockFailed(self, failure, txn, nid):
-        # The connection to the storage was lost: _storageLost decides.
-        failure.trap(NotReady, *_closed)
+        # A lost connection is handled by _storageLost.  Any other failure
+        # means the node cannot commit: drop it, so that the commit goes on
+        # without it or the cluster stops (and verification decides).
+        if not failure.check(NotReady, *_closed):
+            self.log.failure("{peer} failed to lock {ttid}", failure,
+                             peer=formatNid(nid), ttid=txn.ttid)
+            node = self.nodes.get(nid)
+            if node is not None and node.proto is not None:
+                node.proto.close()
 
     def _committed(self, txns):
         for txn in txns:

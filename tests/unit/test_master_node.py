@@ -1,0 +1,1241 @@
+"""
+Tests for L{neo.services.master.node}: the master's state machine, driven
+by fake storage, client and admin nodes over in-memory connections.
+
+Nothing here uses a socket, a thread or a sleep: every connection is an
+L{iosim} pump, time is a L{MemoryReactorClock}, and L{MasterTestCase.settle}
+runs the master's C{callLater(0, ...)} follow-ups and moves the bytes until
+nothing moves any more.
+"""
+
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from neo.lib.ids import formatNid, makeNid, nidType, p64, u64
+from neo.lib.states import ClusterState, NodeState
+from neo.protocols import commands as c
+from neo.protocols.base import NodeProtocol
+from neo.protocols.errors import (
+    Denied, NotReady, ProtocolError, TransactionNotFound)
+from neo.services.master.config import MasterConfig
+from neo.services.master.node import (
+    SHUTDOWN_GRACE, MasterHandler, MasterNode)
+
+PARTITIONS = 4
+CONFIG = MasterConfig(cluster="test", masters=(), bind=("127.0.0.1", 0),
+                      partitions=PARTITIONS, replicas=0)
+S1, S2, S3 = (makeNid("STORAGE", n) for n in (1, 2, 3))
+#: What a storage node without a partition table answers to AskRecovery.
+NO_TABLE = {"ptid": 0, "replicas": 0, "rows": []}
+
+
+def alternating(ptid):
+    """A table of 4 partitions, the even ones on S1 and the odd ones on S2
+    (what the master makes over S1 and S2)."""
+    return {"ptid": ptid, "replicas": 0,
+            "rows": [[[S1 if p % 2 == 0 else S2, "UP_TO_DATE"]]
+                     for p in range(PARTITIONS)]}
+
+
+def holder(oidOrTid):
+    """The storage node holding an oid's or a tid's partition in an
+    L{alternating} table."""
+    if isinstance(oidOrTid, bytes):
+        oidOrTid = u64(oidOrTid)
+    return S1 if oidOrTid % PARTITIONS % 2 == 0 else S2
+
+
+def onStorage(nid, count, start=1):
+    """C{count} oids from C{start} on whose partitions are on C{nid}."""
+    oids = []
+    n = start
+    while len(oids) < count:
+        if holder(n) == nid:
+            oids.append(p64(n))
+        n += 1
+    return oids
+
+
+def other(nid):
+    return S2 if nid == S1 else S1
+
+
+def settled(d):
+    """
+    A Deferred with the result of C{d}, while C{d} itself ends in success.
+
+    AMP treats an error answer that reaches a C{callRemote} Deferred with
+    no errback yet as unhandled and drops the connection; the errback
+    added here is there before any answer arrives.
+    """
+    result = defer.Deferred()
+
+    def relay(outcome):
+        if isinstance(outcome, Failure):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
+
+    d.addBoth(relay)
+    return result
+
+
+# -- Fake nodes ---------------------------------------------------------------
+
+class FakeNode(amp.CommandLocator):
+    """
+    Plays a node connected to the master (an admin as it is): records
+    every notification the master sends.
+
+    @ivar received: C{(command name, arguments)} in arrival order.
+    """
+
+    def __init__(self):
+        self.received = []
+
+    def record(self, name, **kwargs):
+        self.received.append((name, kwargs))
+        return {}
+
+    def named(self, name) -> list:
+        """The arguments of every C{name} received, in order."""
+        return [kwargs for n, kwargs in self.received if n == name]
+
+    def names(self) -> list:
+        return [n for n, _ in self.received]
+
+    def states(self) -> list:
+        """The cluster states announced to this node, in order."""
+        return [kw["state"] for kw in self.named("NotifyClusterState")]
+
+    def rows(self) -> list:
+        """Every node row announced to this node, in order."""
+        return [row for kw in self.named("NotifyNodeInformation")
+                for row in kw["nodes"]]
+
+    @c.Ping.responder
+    def ping(self):
+        return {}
+
+    @c.NotifyNodeInformation.responder
+    def notifyNodeInformation(self, nodes):
+        return self.record("NotifyNodeInformation", nodes=nodes)
+
+    @c.NotifyClusterState.responder
+    def notifyClusterState(self, state):
+        return self.record("NotifyClusterState", state=state)
+
+    @c.SendPartitionTable.responder
+    def sendPartitionTable(self, partitionTable):
+        return self.record("SendPartitionTable", partitionTable=partitionTable)
+
+    @c.NotifyPartitionChanges.responder
+    def notifyPartitionChanges(self, ptid, replicas, changes):
+        return self.record("NotifyPartitionChanges", ptid=ptid,
+                           replicas=replicas, changes=changes)
+
+    @c.Shutdown.responder
+    def shutdown(self):
+        return self.record("Shutdown")
+
+
+class FakeClient(FakeNode):
+    """Plays a client node: also records invalidations."""
+
+    @c.InvalidateObjects.responder
+    def invalidateObjects(self, tid, oids):
+        return self.record("InvalidateObjects", tid=tid, oids=oids)
+
+
+class FakeStorage(FakeNode):
+    """
+    Plays a storage node.
+
+    @ivar pt: the partition table document answered to AskRecovery; the
+        one last received with SendPartitionTable replaces it, as a real
+        storage node keeps it in its database.
+    @ivar locked: C{[[ttid, tid or None], ...]} answered to
+        AskLockedTransactions.
+    @ivar holdVerification: when true, AskLockedTransactions is never
+        answered.
+    @ivar holdLocks: when true, AskLockInformation is answered only when
+        the test fires the Deferred kept in C{held[ttid]}.
+    """
+
+    def __init__(self, pt=None, locked=(), lastTid=None, lastOid=None,
+                 holdLocks=False):
+        super().__init__()
+        self.pt = pt
+        self.locked = [list(t) for t in locked]
+        self.lastTid = lastTid
+        self.lastOid = lastOid
+        self.holdLocks = holdLocks
+        self.held = {}
+        self.holdVerification = False
+
+    def release(self, ttid):
+        """Answer the held AskLockInformation of C{ttid}."""
+        self.held.pop(ttid).callback({})
+
+    @c.SendPartitionTable.responder
+    def sendPartitionTable(self, partitionTable):
+        self.pt = partitionTable
+        return self.record("SendPartitionTable", partitionTable=partitionTable)
+
+    @c.AskRecovery.responder
+    def askRecovery(self):
+        self.record("AskRecovery")
+        return {"partitionTable": self.pt or NO_TABLE}
+
+    @c.AskLockedTransactions.responder
+    def askLockedTransactions(self):
+        self.record("AskLockedTransactions")
+        if self.holdVerification:
+            return defer.Deferred()
+        return {"transactions": self.locked}
+
+    @c.ValidateTransaction.responder
+    def validateTransaction(self, ttid, tid):
+        return self.record("ValidateTransaction", ttid=ttid, tid=tid)
+
+    @c.AskLastIDs.responder
+    def askLastIDs(self):
+        self.record("AskLastIDs")
+        return {"lastTid": self.lastTid, "lastOid": self.lastOid}
+
+    @c.StartOperation.responder
+    def startOperation(self):
+        return self.record("StartOperation")
+
+    @c.StopOperation.responder
+    def stopOperation(self):
+        return self.record("StopOperation")
+
+    @c.AskLockInformation.responder
+    def askLockInformation(self, ttid, tid):
+        self.record("AskLockInformation", ttid=ttid, tid=tid)
+        if self.holdLocks:
+            d = self.held[ttid] = defer.Deferred()
+            return d
+        return {}
+
+    @c.NotifyUnlockInformation.responder
+    def notifyUnlockInformation(self, ttid):
+        return self.record("NotifyUnlockInformation", ttid=ttid)
+
+    @c.AbortTransaction.responder
+    def abortTransaction(self, ttid):
+        return self.record("AbortTransaction", ttid=ttid)
+
+
+class Peer:
+    """
+    A fake node connected to the master.
+
+    @ivar fake: its L{FakeNode}.
+    @ivar proto: its end of the connection.
+    @ivar server: the master's end.
+    @ivar nid: the node id the master gave it (C{None} before).
+    @ivar hung: when true, the test stops pumping this connection.
+    """
+
+    nid = None
+    hung = False
+
+    def __init__(self, fake, proto, server, pump):
+        self.fake = fake
+        self.proto = proto
+        self.server = server
+        self.pump = pump
+
+
+# -- Fixture ------------------------------------------------------------------
+
+class MasterTestCase(SynchronousTestCase):
+    """A master node, and fake nodes to connect to it."""
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.shutdowns = []
+        self.master = MasterNode(
+            CONFIG, self.clock,
+            shutdownCallback=lambda: self.shutdowns.append(
+                self.clock.seconds()))
+        # As if started (the master ignores connection losses while it is
+        # not running), without the listener these tests do not need.
+        self.master.running = True
+        self.peers = []
+        self._ports = iter(range(2001, 3000))
+        self._clientPorts = iter(range(40001, 50000))
+
+    def connect(self, fake) -> Peer:
+        """Connect C{fake} to the master, as the master's listener would."""
+        master = self.master
+
+        def serverProtocol():
+            proto = NodeProtocol()
+            proto.handler = MasterHandler(master, proto)
+            proto.onConnectionLost = master.connectionLost
+            return proto
+
+        # TCP addresses: the master logs where nodes connect from.
+        port = next(self._clientPorts)
+        here = IPv4Address("TCP", "127.0.0.1", 10000)
+        there = IPv4Address("TCP", "127.0.0.1", port)
+        proto, server, pump = iosim.connectedServerAndClient(
+            serverProtocol, lambda: NodeProtocol(fake),
+            clientTransportFactory=lambda p: iosim.FakeTransport(
+                p, isServer=False, hostAddress=there, peerAddress=here),
+            serverTransportFactory=lambda p: iosim.FakeTransport(
+                p, isServer=True, hostAddress=here, peerAddress=there),
+            clock=self.clock)
+        peer = Peer(fake, proto, server, pump)
+        self.peers.append(peer)
+        return peer
+
+    def settle(self):
+        """
+        Run the master's C{callLater(0, ...)} follow-ups and pump every
+        connection (but hung ones) until nothing moves any more.
+        """
+        for _ in range(100):
+            moved = False
+            for peer in self.peers:
+                if not peer.hung:
+                    moved = peer.pump.flush() or moved
+            self.clock.advance(0)
+            due = [call for call in self.clock.getDelayedCalls()
+                   if call.getTime() <= self.clock.seconds()]
+            if not moved and not due:
+                return
+        self.fail("the master never settles")
+
+    def ask(self, peer, command, **kwargs) -> defer.Deferred:
+        """Send a command from C{peer}, settle, and return the settled
+        result (errback attached before any answer can arrive)."""
+        d = settled(peer.proto.ask(command, **kwargs))
+        self.settle()
+        return d
+
+    def notify(self, peer, command, **kwargs):
+        peer.proto.notify(command, **kwargs)
+        self.settle()
+
+    def identify(self, peer, nodeType, nid=None, address=None, **changes):
+        """Identify C{peer} as a C{nodeType} node; the settled answer."""
+        arguments = dict(protocolVersion=c.PROTOCOL_VERSION, cluster="test",
+                         nodeType=nodeType, nid=nid, address=address)
+        arguments.update(changes)
+        return self.ask(peer, c.Identify, **arguments)
+
+    def join(self, fake, nodeType, nid=None, address=None) -> Peer:
+        """Connect and identify a fake node, which must be accepted."""
+        peer = self.connect(fake)
+        answer = self.successResultOf(
+            self.identify(peer, nodeType, nid, address))
+        peer.nid = answer["yourNid"]
+        return peer
+
+    def addStorage(self, fake=None, nid=None) -> Peer:
+        return self.join(fake or FakeStorage(), "STORAGE", nid,
+                         f"127.0.0.1:{next(self._ports)}")
+
+    def addClient(self) -> Peer:
+        return self.join(FakeClient(), "CLIENT")
+
+    def addAdmin(self) -> Peer:
+        return self.join(FakeNode(), "ADMIN")
+
+    def disconnect(self, peer):
+        peer.proto.close()
+        self.settle()
+
+    def start(self):
+        """What C{neoctl start} does."""
+        message = self.master.setClusterState(ClusterState.VERIFYING)
+        self.settle()
+        return message
+
+    def startCluster(self, **storageOptions):
+        """A new cluster over two storage nodes, started and RUNNING."""
+        self.s1 = self.addStorage(FakeStorage(**storageOptions))
+        self.s2 = self.addStorage(FakeStorage(**storageOptions))
+        self.start()
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+
+    def storagePeer(self, nid):
+        return {self.s1.nid: self.s1, self.s2.nid: self.s2}[nid]
+
+    def assertNoPendingCalls(self):
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+# -- 1. Identification ----------------------------------------------------------
+
+class IdentificationTests(MasterTestCase):
+    """Identify is checked first, and gives each node its id."""
+
+    def assertRefused(self, peer, d, *fragments):
+        failure = self.failureResultOf(d, ProtocolError)
+        for fragment in fragments:
+            self.assertIn(fragment, str(failure.value))
+        self.assertFalse(peer.proto.connected)
+        self.assertFalse(peer.server.connected)
+
+    def test_wrongProtocolVersion(self):
+        """A node speaking another protocol version is refused with a
+        ProtocolError naming both versions, and disconnected."""
+        peer = self.connect(FakeStorage())
+        d = self.identify(peer, "STORAGE",
+                          protocolVersion=c.PROTOCOL_VERSION + 41)
+        self.assertRefused(peer, d, "protocol version",
+                           f"version {c.PROTOCOL_VERSION}",
+                           str(c.PROTOCOL_VERSION + 41))
+        self.assertEqual(self.master.storages(), [])
+        self.assertEqual(self.master.nodes.rows("STORAGE"), [])
+
+    def test_wrongCluster(self):
+        """A node of another cluster is refused with a ProtocolError naming
+        both clusters, and disconnected."""
+        peer = self.connect(FakeStorage())
+        d = self.identify(peer, "STORAGE", cluster="elsewhere")
+        self.assertRefused(peer, d, "'elsewhere'", "'test'")
+        self.assertEqual(self.master.nodes.rows("STORAGE"), [])
+
+    def test_clientWhileRecovering(self):
+        """A client cannot identify while the cluster is RECOVERING: it gets
+        NotReady saying so, and is not registered."""
+        peer = self.connect(FakeClient())
+        failure = self.failureResultOf(self.identify(peer, "CLIENT"),
+                                       NotReady)
+        self.assertIn("RECOVERING", str(failure.value))
+        self.assertEqual(self.master.nodes.rows("CLIENT"), [])
+        self.assertIsNone(peer.server.peer)
+
+    def test_storageNids(self):
+        """New storage nodes get node ids 1 then 2 (S1, S2), start PENDING,
+        and learn the master's id and the cluster state."""
+        first = self.connect(FakeStorage())
+        answer = self.successResultOf(
+            self.identify(first, "STORAGE", address="127.0.0.1:2000"))
+        self.assertEqual(answer["yourNid"], S1)
+        self.assertEqual(formatNid(answer["yourNid"]), "S1")
+        self.assertEqual(answer["nid"], self.master.nid)
+        self.assertEqual(answer["nodeType"], "MASTER")
+        self.assertIs(answer["clusterState"], ClusterState.RECOVERING)
+        self.assertIsNone(answer["partitionTable"])
+        self.assertIn([S1, "STORAGE", "127.0.0.1:2000", "PENDING"],
+                      answer["nodes"])
+        second = self.addStorage()
+        self.assertEqual(formatNid(second.nid), "S2")
+        self.assertEqual(
+            [e.state for e in self.master.storages()],
+            [NodeState.PENDING, NodeState.PENDING])
+
+    def test_storageKeepsItsNid(self):
+        """A storage node identifying with the id it was given keeps it."""
+        peer = self.addStorage(nid=S3)
+        self.assertEqual(peer.nid, S3)
+        self.assertEqual(self.addStorage().nid, makeNid("STORAGE", 4))
+
+    def test_storageNidAlreadyConnected(self):
+        """A second connection claiming a connected storage's id is
+        refused and closed; the first one is kept."""
+        first = self.addStorage()
+        peer = self.connect(FakeStorage())
+        d = self.identify(peer, "STORAGE", nid=first.nid)
+        self.assertRefused(peer, d, "S1 is already connected")
+        self.assertTrue(first.proto.connected)
+        self.assertIs(self.master.nodes.get(S1).proto, first.server)
+
+    def test_adminNid(self):
+        """An admin gets an id in the admin namespace (A1, A2), even while
+        the cluster is RECOVERING."""
+        self.assertEqual(formatNid(self.addAdmin().nid), "A1")
+        second = self.addAdmin()
+        self.assertEqual(nidType(second.nid), "ADMIN")
+        self.assertEqual(formatNid(second.nid), "A2")
+
+    def test_clientNid(self):
+        """Once the cluster runs, clients get ids in the client namespace
+        (C1, C2), and the node list they receive has no client in it."""
+        self.startCluster()
+        first = self.connect(FakeClient())
+        answer = self.successResultOf(self.identify(first, "CLIENT"))
+        self.assertEqual(nidType(answer["yourNid"]), "CLIENT")
+        self.assertEqual(formatNid(answer["yourNid"]), "C1")
+        self.assertIs(answer["clusterState"], ClusterState.RUNNING)
+        self.assertEqual(answer["partitionTable"], alternating(1))
+        self.assertEqual({row[1] for row in answer["nodes"]},
+                         {"MASTER", "STORAGE"})
+        second = self.addClient()
+        self.assertEqual(formatNid(second.nid), "C2")
+        # Clients are not told about each other.
+        self.assertNotIn("NotifyNodeInformation", first.fake.names())
+
+    def test_secondIdentifyRefused(self):
+        """Identifying twice on one connection is a ProtocolError that
+        closes it; the node is then forgotten."""
+        peer = self.addStorage()
+        d = self.identify(peer, "STORAGE", nid=peer.nid)
+        self.assertRefused(peer, d, "already identified")
+        self.assertNotIn(peer.nid, self.master.nodes)
+
+    def test_commandBeforeIdentify(self):
+        """A command other than Identify or Ping before identification is a
+        ProtocolError that closes the connection; Ping is answered."""
+        peer = self.connect(FakeClient())
+        self.assertEqual(self.successResultOf(self.ask(peer, c.Ping)), {})
+        d = self.ask(peer, c.AskBeginTransaction, tid=None)
+        self.assertRefused(peer, d, "identify first")
+
+    def test_commandOfAnotherRole(self):
+        """An identified storage node may not begin a transaction."""
+        peer = self.addStorage()
+        d = self.ask(peer, c.AskBeginTransaction, tid=None)
+        self.assertRefused(peer, d, "not a command for a STORAGE node")
+
+    def test_masterRefused(self):
+        """Another master is refused: this cluster runs a single master."""
+        peer = self.connect(FakeNode())
+        d = self.identify(peer, "MASTER")
+        self.assertRefused(peer, d, "single master")
+
+
+# -- 2. Node information ----------------------------------------------------------
+
+class NodeInformationTests(MasterTestCase):
+    """The master tells every node about the others."""
+
+    def test_adminToldOfNewStorage(self):
+        """An identified admin receives the row of a storage node that
+        identifies afterwards: PENDING while RECOVERING."""
+        admin = self.addAdmin()
+        self.assertEqual(admin.fake.rows(),
+                         [[admin.nid, "ADMIN", None, "RUNNING"]])
+        storage = self.addStorage()
+        self.assertEqual(admin.fake.rows()[1:],
+                         [[storage.nid, "STORAGE", "127.0.0.1:2001",
+                           "PENDING"]])
+
+    def test_storageNotInTableLost(self):
+        """A storage node that is in no partition table disappears when it
+        disconnects: the admin receives its row as UNKNOWN."""
+        admin = self.addAdmin()
+        storage = self.addStorage()
+        self.disconnect(storage)
+        self.assertEqual(admin.fake.rows()[-1],
+                         [S1, "STORAGE", "127.0.0.1:2001", "UNKNOWN"])
+        self.assertNotIn(S1, self.master.nodes)
+        self.assertIs(self.master.state, ClusterState.RECOVERING)
+
+    def test_storageInTableLost(self):
+        """A storage node of the partition table that disconnects is kept
+        as DOWN, and the admin is told so."""
+        admin = self.addAdmin()
+        storage = self.addStorage(FakeStorage(pt=alternating(3)), nid=S1)
+        self.assertEqual(self.master.pt.ptid, 3)
+        self.disconnect(storage)
+        self.assertEqual(admin.fake.rows()[-1],
+                         [S1, "STORAGE", "127.0.0.1:2001", "DOWN"])
+        self.assertIs(self.master.nodes.get(S1).state, NodeState.DOWN)
+        self.assertIsNone(self.master.nodes.get(S1).proto)
+
+    def test_adminLost(self):
+        """An admin that disconnects is forgotten, and others are told."""
+        first, second = self.addAdmin(), self.addAdmin()
+        self.disconnect(first)
+        self.assertEqual(second.fake.rows()[-1],
+                         [first.nid, "ADMIN", None, "UNKNOWN"])
+        self.assertNotIn(first.nid, self.master.nodes)
+
+
+# -- 3. Recovery, verification and start -------------------------------------------
+
+class RecoveryTests(MasterTestCase):
+    """RECOVERING until a partition table is there, then VERIFYING, then
+    RUNNING."""
+
+    def test_newClusterWaitsForStart(self):
+        """Storage nodes without a table are asked for one, and the cluster
+        stays RECOVERING without a table until neoctl start."""
+        s1, s2 = self.addStorage(), self.addStorage()
+        self.assertEqual(s1.fake.named("AskRecovery"), [{}])
+        self.assertEqual(s2.fake.named("AskRecovery"), [{}])
+        self.clock.advance(60)
+        self.settle()
+        self.assertIs(self.master.state, ClusterState.RECOVERING)
+        self.assertIsNone(self.master.pt)
+        self.assertIn("neoctl start", self.master.checkStart())
+        self.assertEqual(s1.fake.named("SendPartitionTable"), [])
+        self.assertEqual(s1.fake.named("StartOperation"), [])
+
+    def test_start(self):
+        """neoctl start makes a table spreading 4 partitions over the 2
+        storage nodes, goes VERIFYING then RUNNING, sends the table and
+        StartOperation to the storage nodes, and broadcasts the states."""
+        admin = self.addAdmin()
+        s1, s2 = self.addStorage(), self.addStorage()
+        message = self.master.setClusterState(ClusterState.VERIFYING)
+        self.assertEqual(message, "starting")
+        self.assertIs(self.master.state, ClusterState.VERIFYING)
+        self.settle()
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+        pt = self.master.pt
+        self.assertEqual(pt.toJson(), alternating(1))
+        self.assertEqual([pt.readable(p) for p in range(PARTITIONS)],
+                         [[S1], [S2], [S1], [S2]])
+        for peer in (s1, s2):
+            self.assertEqual(peer.fake.named("SendPartitionTable"),
+                             [{"partitionTable": alternating(1)}])
+            self.assertEqual(peer.fake.named("StartOperation"), [{}])
+            self.assertEqual(peer.fake.states(), [ClusterState.VERIFYING,
+                                                  ClusterState.RUNNING])
+            # The table comes before the storage is asked to operate.
+            names = peer.fake.names()
+            self.assertLess(names.index("SendPartitionTable"),
+                            names.index("StartOperation"))
+        self.assertEqual(admin.fake.states(), [ClusterState.VERIFYING,
+                                               ClusterState.RUNNING])
+        self.assertEqual(admin.fake.named("SendPartitionTable"),
+                         [{"partitionTable": alternating(1)}])
+        self.assertEqual(
+            admin.fake.rows()[-2:],
+            [[S1, "STORAGE", "127.0.0.1:2001", "RUNNING"],
+             [S2, "STORAGE", "127.0.0.1:2002", "RUNNING"]])
+        self.assertEqual(self.master.runningNids(), {S1, S2})
+        self.assertNoPendingCalls()
+
+    def test_startWithoutStorage(self):
+        """neoctl start with no storage node connected is Denied."""
+        self.addAdmin()
+        exc = self.assertRaises(Denied, self.master.setClusterState,
+                                ClusterState.VERIFYING)
+        self.assertIn("no storage node", str(exc))
+        self.assertIs(self.master.state, ClusterState.RECOVERING)
+        self.assertIsNone(self.master.pt)
+
+    def test_startTwice(self):
+        """neoctl start on a running cluster is Denied."""
+        self.startCluster()
+        self.assertRaises(Denied, self.master.setClusterState,
+                          ClusterState.VERIFYING)
+
+    def test_startOverAdminLink(self):
+        """SetClusterState(VERIFYING) from an admin starts the cluster."""
+        admin = self.addAdmin()
+        self.addStorage()
+        answer = self.successResultOf(
+            self.ask(admin, c.SetClusterState, state=ClusterState.VERIFYING))
+        self.assertEqual(answer, {"message": "starting"})
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+        self.assertEqual(self.master.pt.readable(3), [S1])
+
+    def test_existingTableStartsAlone(self):
+        """When the storage nodes have a table, the master starts by itself
+        once every node of it is connected, not before."""
+        s1 = self.addStorage(FakeStorage(pt=alternating(3)), nid=S1)
+        self.assertIs(self.master.state, ClusterState.RECOVERING)
+        self.assertEqual(self.master.pt.ptid, 3)
+        self.assertIn("waiting for storage nodes S2",
+                      self.master.checkStart())
+        self.assertEqual(s1.fake.named("StartOperation"), [])
+        s2 = self.addStorage(FakeStorage(pt=alternating(3)), nid=S2)
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+        self.assertEqual(self.master.pt.toJson(), alternating(3))
+        for peer in (s1, s2):
+            self.assertEqual(peer.fake.named("StartOperation"), [{}])
+            self.assertEqual(peer.fake.named("NotifyPartitionChanges"), [])
+
+    def test_startWithMissingNode(self):
+        """neoctl start with a storage node of the table missing is
+        refused while some partition has no readable copy."""
+        self.addStorage(FakeStorage(pt=alternating(3)), nid=S1)
+        message = self.master.setClusterState(ClusterState.VERIFYING)
+        self.assertIn("no readable copy", message)
+        self.settle()
+        self.assertIs(self.master.state, ClusterState.RECOVERING)
+
+    def test_newestTableWins(self):
+        """The table with the greatest ptid among the storage nodes is the
+        one recovered."""
+        older = alternating(2)
+        older["rows"][0] = [[S2, "UP_TO_DATE"]]
+        self.addStorage(FakeStorage(pt=alternating(5)), nid=S1)
+        self.addStorage(FakeStorage(pt=older), nid=S2)
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+        self.assertEqual(self.master.pt.toJson(), alternating(5))
+
+    def test_validation(self):
+        """A transaction locked with its tid on one storage node and only
+        voted (no tid) on the other is validated on both, with 8-byte ids;
+        a transaction voted nowhere with a tid is not validated."""
+        ttid, tid, votedOnly = 0x1000, 0x1003, 0x2000
+        s1 = self.addStorage(FakeStorage(
+            pt=alternating(3), locked=[[ttid, tid], [votedOnly, None]]),
+            nid=S1)
+        s2 = self.addStorage(FakeStorage(
+            pt=alternating(3), locked=[[ttid, None]]), nid=S2)
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+        for peer in (s1, s2):
+            self.assertEqual(peer.fake.named("ValidateTransaction"),
+                             [{"ttid": p64(ttid), "tid": p64(tid)}])
+            names = peer.fake.names()
+            self.assertLess(names.index("ValidateTransaction"),
+                            names.index("StartOperation"))
+
+    def test_lastIds(self):
+        """The last TID and OID are the greatest the storage nodes know,
+        and new TIDs come after that last TID."""
+        high = 0x03C0_0000_0000_0000
+        self.addStorage(FakeStorage(pt=alternating(3), lastTid=p64(high),
+                                    lastOid=p64(7)), nid=S1)
+        self.addStorage(FakeStorage(pt=alternating(3), lastTid=p64(high - 5),
+                                    lastOid=p64(9)), nid=S2)
+        self.assertEqual((self.master.lastTid, self.master.lastOid),
+                         (high, 9))
+        client = self.addClient()
+        answer = self.successResultOf(
+            self.ask(client, c.AskBeginTransaction, tid=None))
+        self.assertGreater(u64(answer["ttid"]), high)
+        oids = self.successResultOf(self.ask(client, c.AskNewOIDs, count=1))
+        self.assertEqual(oids["oids"], [p64(10)])
+
+    def test_storageLostDuringVerification(self):
+        """A storage node lost during verification sends the cluster back
+        to RECOVERING, and the other one is asked to recover again."""
+        s1 = self.addStorage(FakeStorage(pt=alternating(3)), nid=S1)
+        stalled = FakeStorage(pt=alternating(3))
+        stalled.holdVerification = True
+        s2 = self.addStorage(stalled, nid=S2)
+        self.assertIs(self.master.state, ClusterState.VERIFYING)
+        self.assertEqual(s2.fake.named("AskLockedTransactions"), [{}])
+        self.disconnect(s2)
+        self.assertIs(self.master.state, ClusterState.RECOVERING)
+        self.assertEqual(s1.fake.states(), [ClusterState.VERIFYING,
+                                            ClusterState.RECOVERING])
+        self.assertEqual(s1.fake.named("StopOperation"), [{}])
+        self.assertEqual(s1.fake.named("StartOperation"), [])
+        self.assertEqual(len(s1.fake.named("AskRecovery")), 2)
+        self.assertIs(self.master.nodes.get(S2).state, NodeState.DOWN)
+
+
+# -- 4. Losing a storage node --------------------------------------------------------
+
+class StorageLossTests(MasterTestCase):
+    """Without replicas, losing a storage node stops operation."""
+
+    def test_lostStorageStopsOperation(self):
+        """Losing a storage node in RUNNING (replicas 0) sends the cluster
+        back to RECOVERING: clients are disconnected, storage nodes get
+        StopOperation, the admin sees the node DOWN."""
+        self.startCluster()
+        admin, client = self.addAdmin(), self.addClient()
+        self.disconnect(self.s2)
+        self.assertIs(self.master.state, ClusterState.RECOVERING)
+        self.assertFalse(client.proto.connected)
+        self.assertNotIn(client.nid, self.master.nodes)
+        self.assertEqual(self.s1.fake.named("StopOperation"), [{}])
+        self.assertEqual(self.s1.fake.states()[-1], ClusterState.RECOVERING)
+        self.assertEqual(admin.fake.states(), [ClusterState.RECOVERING])
+        self.assertIn([S2, "STORAGE", "127.0.0.1:2002", "DOWN"],
+                      admin.fake.rows())
+        self.assertIs(self.master.nodes.get(S1).state, NodeState.PENDING)
+        # S1 is asked for its table again, but the cluster cannot start.
+        self.assertEqual(len(self.s1.fake.named("AskRecovery")), 2)
+        self.assertIn("no readable copy", self.master.checkStart())
+
+    def test_restartsWhenStorageBack(self):
+        """When the lost storage node identifies again, the cluster runs
+        again by itself, with the same table."""
+        self.startCluster()
+        self.disconnect(self.s2)
+        back = self.addStorage(self.s2.fake, nid=S2)
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+        self.assertEqual(self.master.pt.toJson(), alternating(1))
+        self.assertEqual(self.master.runningNids(), {S1, S2})
+        self.assertEqual(back.fake.named("StartOperation"), [{}, {}])
+        self.assertEqual(self.s1.fake.named("StartOperation"), [{}, {}])
+        self.assertEqual(self.s1.fake.states()[-3:], [
+            ClusterState.RECOVERING, ClusterState.VERIFYING,
+            ClusterState.RUNNING])
+        client = self.addClient()
+        self.assertEqual(formatNid(client.nid), "C1")
+
+    def test_finishingTransactionFailsOnLoss(self):
+        """A commit waiting for its lock when operation stops fails with
+        NotReady."""
+        self.startCluster(holdLocks=True)
+        client = self.addClient()
+        ttid = self.successResultOf(
+            self.ask(client, c.AskBeginTransaction, tid=None))["ttid"]
+        d = self.ask(client, c.AskFinishTransaction, ttid=ttid,
+                     oids=[p64(1), p64(2)], checked=[])
+        self.assertNoResult(d)
+        self.disconnect(self.s2)
+        self.failureResultOf(d, NotReady)
+        self.assertEqual(len(self.master.transactions), 0)
+
+    def test_pendingStorageLost(self):
+        """Losing a storage node outside the table changes nothing."""
+        self.startCluster()
+        client = self.addClient()
+        extra = self.addStorage()
+        self.assertIs(self.master.nodes.get(extra.nid).state,
+                      NodeState.PENDING)
+        self.disconnect(extra)
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+        self.assertTrue(client.proto.connected)
+        self.assertNotIn(extra.nid, self.master.nodes)
+
+
+# -- 5. Transactions -----------------------------------------------------------------
+
+class TransactionTests(MasterTestCase):
+    """OIDs, TIDs and the second phase of commits."""
+
+    def setUp(self):
+        super().setUp()
+        self.startCluster()
+        self.client = self.addClient()
+        self.other = self.addClient()
+        self.admin = self.addAdmin()
+
+    def begin(self, client=None, tid=None) -> bytes:
+        d = self.ask(client or self.client, c.AskBeginTransaction, tid=tid)
+        return self.successResultOf(d)["ttid"]
+
+    def finish(self, ttid, oids=(), checked=(), client=None):
+        return self.ask(client or self.client, c.AskFinishTransaction,
+                        ttid=ttid, oids=list(oids), checked=list(checked))
+
+    def holdLocks(self):
+        for peer in (self.s1, self.s2):
+            peer.fake.holdLocks = True
+
+    def locks(self, peer) -> list:
+        return peer.fake.named("AskLockInformation")
+
+    def test_beginIncreasing(self):
+        """AskBeginTransaction answers strictly increasing 8-byte ttids."""
+        ttids = [self.begin() for _ in range(5)]
+        self.assertEqual({len(t) for t in ttids}, {8})
+        self.assertEqual(sorted(set(ttids)), ttids)
+
+    def test_newOids(self):
+        """AskNewOIDs answers consecutive new oids, never the same twice."""
+        first = self.successResultOf(
+            self.ask(self.client, c.AskNewOIDs, count=3))["oids"]
+        self.assertEqual(first, [p64(1), p64(2), p64(3)])
+        second = self.successResultOf(
+            self.ask(self.other, c.AskNewOIDs, count=2))["oids"]
+        self.assertEqual(second, [p64(4), p64(5)])
+        self.failureResultOf(self.ask(self.client, c.AskNewOIDs, count=0),
+                             Denied)
+
+    def test_locksOnlyInvolvedStorage(self):
+        """When the oids and the ttid are in partitions of one storage node,
+        only that node is asked to lock."""
+        ttid = self.begin()
+        mine = holder(ttid)
+        d = self.finish(ttid, oids=onStorage(mine, 2))
+        tid = self.successResultOf(d)["tid"]
+        self.assertEqual(self.locks(self.storagePeer(mine)),
+                         [{"ttid": ttid, "tid": tid}])
+        self.assertEqual(self.locks(self.storagePeer(other(mine))), [])
+
+    def test_checkedOidsInvolveTheirStorage(self):
+        """Oids only checked (not stored) involve their storage node."""
+        ttid = self.begin()
+        mine = holder(ttid)
+        d = self.finish(ttid, oids=onStorage(mine, 1),
+                        checked=onStorage(other(mine), 1))
+        tid = self.successResultOf(d)["tid"]
+        for peer in (self.s1, self.s2):
+            self.assertEqual(self.locks(peer), [{"ttid": ttid, "tid": tid}])
+
+    def test_ttidPartitionInvolvesItsStorage(self):
+        """The storage node of the ttid's partition (it has the
+        transaction's metadata) locks even when no oid is there."""
+        ttid = self.begin()
+        mine = holder(ttid)
+        d = self.finish(ttid, oids=onStorage(other(mine), 1))
+        self.successResultOf(d)
+        for peer in (self.s1, self.s2):
+            self.assertEqual(len(self.locks(peer)), 1)
+        ttid = self.begin()
+        self.successResultOf(self.finish(ttid))
+        self.assertEqual(len(self.locks(self.storagePeer(holder(ttid)))), 2)
+        self.assertEqual(
+            len(self.locks(self.storagePeer(other(holder(ttid))))), 1)
+
+    def test_tidInTtidPartition(self):
+        """The final tid is after the ttid, in the same partition, and
+        becomes the last tid."""
+        for _ in range(6):
+            ttid = self.begin()
+            tid = self.successResultOf(
+                self.finish(ttid, oids=[p64(1)]))["tid"]
+            self.assertEqual(u64(tid) % PARTITIONS, u64(ttid) % PARTITIONS)
+            self.assertGreater(tid, ttid)
+            self.assertEqual(self.master.lastTid, u64(tid))
+        answer = self.successResultOf(
+            self.ask(self.other, c.AskLastTransaction))
+        self.assertEqual(answer, {"tid": tid})
+
+    def test_answeredAfterEveryLock(self):
+        """The client gets the tid only after every involved storage node
+        answered the lock; then other clients are invalidated, the
+        committer is not, and involved storage nodes unlock."""
+        self.holdLocks()
+        ttid = self.begin()
+        oids = [p64(1), p64(2)]
+        d = self.finish(ttid, oids=oids)
+        [lock1], [lock2] = self.locks(self.s1), self.locks(self.s2)
+        self.assertEqual(lock1, lock2)
+        tid = lock1["tid"]
+        self.s1.fake.release(ttid)
+        self.settle()
+        self.assertNoResult(d)
+        self.assertEqual(self.other.fake.named("InvalidateObjects"), [])
+        self.assertEqual(self.s1.fake.named("NotifyUnlockInformation"), [])
+        self.s2.fake.release(ttid)
+        self.settle()
+        self.assertEqual(self.successResultOf(d), {"tid": tid})
+        self.assertEqual(self.other.fake.named("InvalidateObjects"),
+                         [{"tid": tid, "oids": oids}])
+        self.assertEqual(self.client.fake.named("InvalidateObjects"), [])
+        self.assertNotIn("InvalidateObjects", self.admin.fake.names())
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.named("NotifyUnlockInformation"),
+                             [{"ttid": ttid}])
+        self.assertEqual(len(self.master.transactions), 0)
+
+    def test_uninvolvedStorageNotUnlocked(self):
+        """Only the storage nodes that locked are told to unlock."""
+        ttid = self.begin()
+        mine = holder(ttid)
+        self.successResultOf(self.finish(ttid, oids=onStorage(mine, 1)))
+        self.assertEqual(
+            self.storagePeer(mine).fake.named("NotifyUnlockInformation"),
+            [{"ttid": ttid}])
+        self.assertEqual(self.storagePeer(other(mine)).fake.named(
+            "NotifyUnlockInformation"), [])
+
+    def test_noInvalidationWithoutOids(self):
+        """A commit storing no object invalidates nothing."""
+        ttid = self.begin()
+        self.successResultOf(self.finish(ttid))
+        self.assertEqual(self.other.fake.named("InvalidateObjects"), [])
+
+    def test_answersInTidOrder(self):
+        """Two transactions finishing at once are answered (and
+        invalidated) in TID order, even when the storage nodes lock the
+        second one first."""
+        self.holdLocks()
+        first = self.begin()
+        second = self.begin(self.other)
+        answers = []
+        d1 = self.finish(first, oids=[p64(1), p64(2)])
+        d2 = self.finish(second, oids=[p64(3), p64(4)], client=self.other)
+        d1.addCallback(lambda a: answers.append(("first", a["tid"])))
+        d2.addCallback(lambda a: answers.append(("second", a["tid"])))
+        for peer in (self.s1, self.s2):
+            peer.fake.release(second)
+        self.settle()
+        self.assertEqual(answers, [])
+        self.assertEqual(self.admin.fake.named("InvalidateObjects"), [])
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.named("NotifyUnlockInformation"), [])
+            peer.fake.release(first)
+        self.settle()
+        self.assertEqual([name for name, _ in answers], ["first", "second"])
+        self.assertLess(answers[0][1], answers[1][1])
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.named("NotifyUnlockInformation"),
+                             [{"ttid": first}, {"ttid": second}])
+        # Each client is invalidated by the other's commit only.
+        self.assertEqual(self.other.fake.named("InvalidateObjects"),
+                         [{"tid": answers[0][1], "oids": [p64(1), p64(2)]}])
+        self.assertEqual(self.client.fake.named("InvalidateObjects"),
+                         [{"tid": answers[1][1], "oids": [p64(3), p64(4)]}])
+
+    def test_abortRelayed(self):
+        """AbortTransaction from the client is relayed to every running
+        storage node, and the transaction is forgotten."""
+        ttid = self.begin()
+        self.notify(self.client, c.AbortTransaction, ttid=ttid)
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.named("AbortTransaction"),
+                             [{"ttid": ttid}])
+        self.assertIsNone(self.master.transactions.get(u64(ttid)))
+        self.failureResultOf(self.finish(ttid), TransactionNotFound)
+
+    def test_abortOfAnotherClientIgnored(self):
+        """A client cannot abort another client's transaction."""
+        ttid = self.begin()
+        self.notify(self.other, c.AbortTransaction, ttid=ttid)
+        self.assertEqual(self.s1.fake.named("AbortTransaction"), [])
+        self.successResultOf(self.finish(ttid))
+
+    def test_clientLostAbortsItsTransactions(self):
+        """A client that disconnects has its unfinished transactions
+        aborted (and relayed); another client's are kept."""
+        mine = [self.begin(), self.begin()]
+        theirs = self.begin(self.other)
+        self.disconnect(self.client)
+        for peer in (self.s1, self.s2):
+            self.assertEqual(
+                sorted(kw["ttid"] for kw in peer.fake.named(
+                    "AbortTransaction")), mine)
+        self.assertEqual(len(self.master.transactions), 1)
+        self.assertIsNotNone(self.master.transactions.get(u64(theirs)))
+        self.successResultOf(self.finish(theirs, client=self.other))
+
+    def test_clientLostWhileFinishing(self):
+        """A transaction being finished when its client disconnects is not
+        aborted: it is committed and unlocked once the storage nodes
+        locked it."""
+        self.holdLocks()
+        ttid = self.begin()
+        self.finish(ttid, oids=[p64(1), p64(2)])
+        self.disconnect(self.client)
+        self.assertEqual(self.s1.fake.named("AbortTransaction"), [])
+        for peer in (self.s1, self.s2):
+            peer.fake.release(ttid)
+        self.settle()
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.named("NotifyUnlockInformation"),
+                             [{"ttid": ttid}])
+        self.assertEqual(len(self.other.fake.named("InvalidateObjects")), 1)
+        self.assertEqual(len(self.master.transactions), 0)
+
+    def test_finishUnknown(self):
+        """Finishing a ttid that was never begun fails with
+        TransactionNotFound, and the connection stays usable."""
+        failure = self.failureResultOf(self.finish(p64(12345)),
+                                       TransactionNotFound)
+        self.assertIn("0x3039", str(failure.value))
+        self.assertTrue(self.client.proto.connected)
+        self.begin()
+
+    def test_finishOfAnotherClient(self):
+        """A client cannot finish another client's transaction."""
+        ttid = self.begin()
+        self.failureResultOf(self.finish(ttid, client=self.other),
+                             TransactionNotFound)
+
+    def test_finishTwice(self):
+        """Finishing a transaction already being finished fails with
+        TransactionNotFound."""
+        self.holdLocks()
+        ttid = self.begin()
+        self.finish(ttid)
+        self.failureResultOf(self.finish(ttid), TransactionNotFound)
+
+    def test_beginWhenNotRunning(self):
+        """A begin while the cluster is not RUNNING (here STOPPING, waiting
+        for a commit) fails with NotReady."""
+        self.holdLocks()
+        ttid = self.begin()
+        self.finish(ttid)
+        self.master.setClusterState(ClusterState.STOPPING)
+        self.settle()
+        failure = self.failureResultOf(
+            self.ask(self.other, c.AskBeginTransaction, tid=None), NotReady)
+        self.assertIn("STOPPING", str(failure.value))
+
+    def test_imposedTid(self):
+        """A tid imposed at begin is the ttid and the final tid."""
+        self.successResultOf(self.finish(self.begin()))
+        imposed = p64(self.master.lastTid + 10)
+        self.assertEqual(self.begin(tid=imposed), imposed)
+        self.assertEqual(self.successResultOf(self.finish(imposed)),
+                         {"tid": imposed})
+        self.assertEqual(self.master.lastTid, u64(imposed))
+        self.assertGreater(self.begin(), imposed)
+
+    def test_imposedTidNotAfterLast(self):
+        """An imposed tid that is not after the last committed one is
+        Denied."""
+        self.successResultOf(self.finish(self.begin()))
+        last = self.master.lastTid
+        for tid in (last, last - 1):
+            d = self.ask(self.client, c.AskBeginTransaction, tid=p64(tid))
+            failure = self.failureResultOf(d, Denied)
+            self.assertIn(f"{last:#x}", str(failure.value))
+        self.assertEqual(len(self.master.transactions), 0)
+
+    def test_imposedTidWithTransactionInProgress(self):
+        """A tid may be imposed only when no transaction is in progress."""
+        self.begin(self.other)
+        d = self.ask(self.client, c.AskBeginTransaction,
+                     tid=p64(self.master.lastTid + 10 ** 9))
+        self.failureResultOf(d, Denied)
+
+    def test_imposedTidCommittedInOrder(self):
+        """A transaction begun after one with an imposed tid, and finished
+        first, is not committed before it: committed tids only grow."""
+        imposed = p64(self.master.lastTid + 10)
+        self.assertEqual(self.begin(tid=imposed), imposed)
+        try:
+            later = self.begin(self.other)
+        except self.failureException:
+            return  # refusing the later begin is a fix too
+        committed = []
+        self.other.fake.received.clear()
+        d = self.finish(later, oids=[p64(3)], client=self.other)
+        d.addCallback(lambda a: committed.append(a["tid"]))
+        d = self.finish(imposed, oids=[p64(4)])
+        d.addCallback(lambda a: committed.append(a["tid"]))
+        self.settle()
+        self.assertEqual(len(committed), 2)
+        self.assertEqual(committed, sorted(committed))
+
+
+# -- 6. Stopping ---------------------------------------------------------------------
+
+class StoppingTests(MasterTestCase):
+    """STOPPING: finish what is finishing, then shut every node down."""
+
+    def setUp(self):
+        super().setUp()
+        self.startCluster()
+        self.client = self.addClient()
+        self.admin = self.addAdmin()
+
+    def everyone(self):
+        return [self.s1, self.s2, self.client, self.admin]
+
+    def test_stopIdle(self):
+        """With no transaction, STOPPING is broadcast, then every node gets
+        Shutdown and is disconnected, then the shutdown callback runs."""
+        self.assertEqual(
+            self.master.setClusterState(ClusterState.STOPPING), "stopping")
+        self.assertEqual(self.shutdowns, [])
+        self.settle()
+        for peer in self.everyone():
+            names = peer.fake.names()
+            self.assertEqual(peer.fake.states()[-1], ClusterState.STOPPING)
+            self.assertEqual(names[-2:], ["NotifyClusterState", "Shutdown"])
+            self.assertFalse(peer.proto.connected)
+        self.assertEqual(self.shutdowns, [0])
+        self.assertNoPendingCalls()
+
+    def test_stopAbortsUnfinished(self):
+        """Transactions not yet finishing are aborted on every storage
+        node, before Shutdown."""
+        ttid = self.successResultOf(
+            self.ask(self.client, c.AskBeginTransaction, tid=None))["ttid"]
+        self.master.setClusterState(ClusterState.STOPPING)
+        self.settle()
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.named("AbortTransaction"),
+                             [{"ttid": ttid}])
+            names = peer.fake.names()
+            self.assertLess(names.index("AbortTransaction"),
+                            names.index("Shutdown"))
+        self.assertEqual(self.shutdowns, [0])
+
+    def test_stopWaitsForFinishing(self):
+        """A transaction waiting for its locks is finished before Shutdown
+        is sent to anyone: its client gets its tid first."""
+        for peer in (self.s1, self.s2):
+            peer.fake.holdLocks = True
+        ttid = self.successResultOf(
+            self.ask(self.client, c.AskBeginTransaction, tid=None))["ttid"]
+        d = self.ask(self.client, c.AskFinishTransaction, ttid=ttid,
+                     oids=[p64(1), p64(2)], checked=[])
+        d.addCallback(
+            lambda answer: self.client.fake.record("answer", **answer))
+        self.master.setClusterState(ClusterState.STOPPING)
+        self.settle()
+        self.clock.advance(SHUTDOWN_GRACE * 2)
+        self.settle()
+        self.assertIs(self.master.state, ClusterState.STOPPING)
+        for peer in self.everyone():
+            self.assertEqual(peer.fake.states()[-1], ClusterState.STOPPING)
+            self.assertNotIn("Shutdown", peer.fake.names())
+            self.assertTrue(peer.proto.connected)
+        self.assertEqual(self.s1.fake.named("AbortTransaction"), [])
+        self.assertEqual(self.shutdowns, [])
+        self.s1.fake.release(ttid)
+        self.settle()
+        self.assertNotIn("Shutdown", self.s2.fake.names())
+        self.s2.fake.release(ttid)
+        self.settle()
+        names = self.client.fake.names()
+        self.assertEqual(names[-2:], ["answer", "Shutdown"])
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.names()[-2:],
+                             ["NotifyUnlockInformation", "Shutdown"])
+        for peer in self.everyone():
+            self.assertFalse(peer.proto.connected)
+        self.assertEqual(len(self.shutdowns), 1)
+        self.assertNoPendingCalls()
+
+    def test_graceTimeout(self):
+        """A node that does not close its connection delays the shutdown
+        callback by the grace timeout, no more."""
+        self.admin.hung = True
+        self.master.setClusterState(ClusterState.STOPPING)
+        self.settle()
+        self.assertFalse(self.client.proto.connected)
+        self.assertEqual(self.shutdowns, [])
+        self.clock.advance(SHUTDOWN_GRACE - 0.1)
+        self.assertEqual(self.shutdowns, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.shutdowns, [SHUTDOWN_GRACE])
+        self.assertNoPendingCalls()
+
+    def test_stopTwice(self):
+        """A second STOPPING request changes nothing."""
+        self.master.setClusterState(ClusterState.STOPPING)
+        self.master.setClusterState(ClusterState.STOPPING)
+        self.settle()
+        self.assertEqual(self.s1.fake.names().count("Shutdown"), 1)
+        self.assertEqual(self.s1.fake.states().count(ClusterState.STOPPING),
+                         1)
+        self.assertEqual(len(self.shutdowns), 1)
+
+    def test_noNodeAcceptedWhileStopping(self):
+        """While stopping, storage and client nodes are refused with
+        NotReady."""
+        for peer in (self.s1, self.s2):
+            peer.fake.holdLocks = True
+        ttid = self.successResultOf(
+            self.ask(self.client, c.AskBeginTransaction, tid=None))["ttid"]
+        self.ask(self.client, c.AskFinishTransaction, ttid=ttid, oids=[],
+                 checked=[])
+        self.master.setClusterState(ClusterState.STOPPING)
+        self.settle()
+        storage = self.connect(FakeStorage())
+        self.failureResultOf(self.identify(storage, "STORAGE"), NotReady)
+        client = self.connect(FakeClient())
+        self.failureResultOf(self.identify(client, "CLIENT"), NotReady)
+
+    def test_stateKeptDuringShutdown(self):
+        """Storage nodes disconnecting on Shutdown do not send the cluster
+        back to RECOVERING."""
+        self.master.setClusterState(ClusterState.STOPPING)
+        self.settle()
+        self.assertIs(self.master.state, ClusterState.STOPPING)
+        for peer in (self.s1, self.s2):
+            self.assertNotIn(ClusterState.RECOVERING, peer.fake.states())
+
+
+class StorageNidTests(MasterTestCase):
+    """Storage node ids are kept by the storage nodes forever."""
+
+    def test_nidNeverReused(self):
+        """A new storage node never gets the id given to another one, even
+        if that one disconnected before the cluster was started."""
+        first = self.addStorage()
+        self.disconnect(first)
+        self.assertNotEqual(self.addStorage().nid, first.nid)
