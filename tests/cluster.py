@@ -37,8 +37,11 @@ class InProcessCluster:
     thread; the nodes live in the reactor thread.
     """
 
-    def __init__(self, storages=2, partitions=12, replicas=0, name=None):
+    def __init__(self, storages=2, partitions=12, replicas=0, name=None,
+                 adapter="SQLite"):
         self.name = name or "test-%d" % os.getpid()
+        self.adapter = adapter
+        self.databases = []
         self.storageCount = storages
         self.partitions = partitions
         self.replicas = replicas
@@ -89,9 +92,8 @@ class InProcessCluster:
         from neo.services.storage.node import StorageNode
         node = StorageNode(
             StorageConfig(cluster=self.name, masters=self.masters,
-                          bind=("127.0.0.1", 0),
-                          database=os.path.join(self.directory, f"s{i}.db"),
-                          reset=reset),
+                          bind=("127.0.0.1", 0), adapter=self.adapter,
+                          database=self.database(i), reset=reset),
             reactor, self._fatal)
         node.setServiceParent(self.root)
         if i < len(self.storages):
@@ -110,6 +112,10 @@ class InProcessCluster:
             if reactor.seconds() > deadline:
                 raise TimeoutError("test cluster wait timed out")
             yield task.deferLater(reactor, 0.01, lambda: None)
+
+    def database(self, i):
+        """The database of storage node C{i}, made on first use."""
+        return storageDatabase(self, i)
 
     def _stop(self):
         if self.root is None:
@@ -131,7 +137,7 @@ class InProcessCluster:
         try:
             self.bridge.call(self._stop)
         finally:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            cleanDatabases(self)
 
     @property
     def masterAddress(self):
@@ -153,6 +159,34 @@ class InProcessCluster:
 
     def waitForState(self, state):
         self.bridge.call(self.master.whenState, state)
+
+
+def storageDatabase(cluster, i):
+    """
+    The database of storage node C{i} of a test cluster: a file in its
+    directory for SQLite, a database with a name unique to this run for
+    MySQL (created by the node itself, dropped by L{cleanDatabases}).
+    """
+    while len(cluster.databases) <= i:
+        if cluster.adapter == "MySQL":
+            from tests import mysql
+            name = mysql.newDatabaseName()
+            cluster.databases.append((name, mysql.dsn(name)))
+        else:
+            n = len(cluster.databases)
+            cluster.databases.append(
+                (None, os.path.join(cluster.directory, f"s{n}.db")))
+    return cluster.databases[i][1]
+
+
+def cleanDatabases(cluster):
+    try:
+        names = [name for name, _ in cluster.databases if name]
+        if names:
+            from tests import mysql
+            mysql.dropDatabases(names)
+    finally:
+        shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
 # -- Real processes ------------------------------------------------------------
@@ -236,8 +270,11 @@ class NodeProcess:
 class ProcessCluster:
     """A master, storage nodes and an admin node as real processes."""
 
-    def __init__(self, directory, storages=2, name="proc", partitions=12):
+    def __init__(self, directory, storages=2, name="proc", partitions=12,
+                 adapter="SQLite"):
         self.directory = directory
+        self.adapter = adapter
+        self.databases = []
         self.name = name
         self.partitions = partitions
         self.master = None
@@ -259,7 +296,7 @@ class ProcessCluster:
     def storageProcess(self, i, *extra, cluster=None):
         return NodeProcess(
             "storage", ["-c", cluster or self.name, "-m", self.masterAddress,
-                        "-d", os.path.join(self.directory, f"s{i}.db"),
+                        "-a", self.adapter, "-d", storageDatabase(self, i),
                         *extra],
             self.directory, name=f"storage{i}")
 
@@ -290,6 +327,13 @@ class ProcessCluster:
     def stop(self):
         for node in self.nodes():
             node.terminate()
+
+    def clean(self):
+        """Drop the MySQL databases (the directory is the caller's)."""
+        names = [name for name, _ in self.databases if name]
+        if names:
+            from tests import mysql
+            mysql.dropDatabases(names)
 
     def neoctl(self, *args, check=True, timeout=DEADLINE):
         """Run the neoctl script; returns (exit code, stdout, stderr)."""

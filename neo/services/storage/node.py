@@ -19,7 +19,7 @@ from neo.protocols.errors import NotReady, ProtocolError
 from neo.services.node import (
     BaseNode, ClusterView, ListenerService, MasterLinkService,
     MasterViewHandler, NodeTable, ProtocolFactory)
-from neo.services.storage.sqlite import DatabaseError
+from neo.services.storage.database import DatabaseError
 from neo.services.storage.transactions import TransactionManager
 
 #: How long a client's identification waits for the master to announce it.
@@ -32,6 +32,9 @@ def makeBackend(config, reactor):
     if adapter == "sqlite":
         from neo.services.storage.sqlite import SQLiteBackend
         return SQLiteBackend(config.database, config.cluster, reactor)
+    if adapter == "mysql":
+        from neo.services.storage.mysql import MySQLBackend
+        return MySQLBackend(config.database, config.cluster, reactor)
     raise DatabaseError(f"unknown adapter {config.adapter!r}")
 
 

@@ -4,7 +4,7 @@ from twisted.python import usage
 
 from neo.lib.config import NodeOptions
 
-ADAPTERS = ("SQLite",)
+ADAPTERS = ("SQLite", "MySQL")
 
 
 class Options(NodeOptions):
@@ -15,8 +15,10 @@ class Options(NodeOptions):
     optParameters = NodeOptions.optParameters + [
         ["adapter", "a", None, "Database backend: " + ", ".join(ADAPTERS)
          + " [default: SQLite]."],
-        ["database", "d", None, "The node's database (SQLite: a file path;"
-         " required)."],
+        ["database", "d", None, "The node's database (required). SQLite: a"
+         " file path. MySQL: [user[:password]@]database[@host[:port]] or"
+         " [user[:password]@]database/path/to/unix_socket (created if the"
+         " user may)."],
     ]
     optFlags = [["reset", None, "Wipe this node's data before starting."]]
     nodeDefaults = dict(NodeOptions.nodeDefaults, adapter="SQLite")
@@ -30,6 +32,12 @@ class Options(NodeOptions):
                 f"unknown adapter {self['adapter']!r}: use one of "
                 + ", ".join(ADAPTERS))
         self["adapter"] = adapter
+        if adapter == "MySQL":
+            from neo.services.storage.mysql import parseDSN
+            try:
+                parseDSN(self["database"])
+            except ValueError as e:
+                raise usage.UsageError(str(e))
 
 
 def makeService(options):

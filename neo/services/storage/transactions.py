@@ -216,7 +216,9 @@ class TransactionManager:
         try:
             yield self._db.unlockTransaction(u64(ttid))
         finally:
-            del self._txns[ttid]
+            # clear() may have forgotten it meanwhile (master lost).
+            if self._txns.get(ttid) is txn:
+                del self._txns[ttid]
             self._releaseAll(txn)
 
     def abort(self, ttid):

@@ -1,0 +1,373 @@
+# -*- test-case-name: tests.backend.test_backend -*-
+"""
+The SQL of a storage node, shared by its backends.
+
+Every statement is written once, with C{?} placeholders; a L{Dialect}
+holds what differs between SQL engines (placeholders, column types, how
+large values are kept).  Interaction functions are module-level, take the
+L{Cursor} first, and do no I/O besides SQL; each runs as one SQL
+transaction through L{twisted.enterprise.adbapi} (committed on return,
+rolled back on error), off the reactor thread, in submission order (one
+connection).
+
+Voted data waits in C{tobj}/C{ttrans} until the transaction is unlocked, so
+that a crash at any point leaves either the whole transaction or nothing
+visible.  Record data is stored once per distinct content (deduplicated by
+SHA-1, bytes compared), with the compression flag the client gave.
+"""
+
+import hashlib
+import json
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from neo.protocols.errors import OidDoesNotExist, OidNotFound
+from neo.services.storage.interfaces import IStorageBackend
+
+#: Bumped on every change of the schema.
+SCHEMA_VERSION = 1
+
+
+class DatabaseError(Exception):
+    """The database cannot be used (foreign, newer, locked, unreachable)."""
+
+
+class Dialect:
+    """
+    What differs between SQL engines.  C{schema} lists the statements that
+    create the tables (C{{blob}}, C{{bigint}}, ... are filled in).
+    """
+
+    name = None
+    placeholder = "?"
+    #: Values longer than this are split over C{bigdata} rows (None: never).
+    chunkSize = None
+
+    def __init__(self):
+        self._cache = {}
+
+    def sql(self, statement: str) -> str:
+        converted = self._cache.get(statement)
+        if converted is None:
+            converted = self._cache[statement] = statement.replace(
+                "?", self.placeholder)
+        return converted
+
+
+class Cursor:
+    """An adbapi transaction seen through a dialect."""
+
+    def __init__(self, txn, dialect):
+        self._txn = txn
+        self.dialect = dialect
+
+    def execute(self, statement, args=()):
+        self._txn.execute(self.dialect.sql(statement), args)
+
+    def fetchone(self):
+        return self._txn.fetchone()
+
+    def fetchall(self):
+        return self._txn.fetchall()
+
+    @property
+    def lastrowid(self):
+        return self._txn.lastrowid
+
+
+_TABLES = ("config", "trans", "obj", "data", "bigdata", "ttrans", "tobj")
+
+
+def _openSchema(cur, cluster, schema):
+    for statement in schema:
+        cur.execute(statement)
+    cur.execute("SELECT name, value FROM config")
+    config = dict(cur.fetchall())
+    version = config.get("version")
+    if version is None:
+        if config:
+            raise DatabaseError("the database has no schema version: it was"
+                                " not made by a NEO storage node")
+        cur.execute("INSERT INTO config VALUES ('version', ?)",
+                    (str(SCHEMA_VERSION),))
+        cur.execute("INSERT INTO config VALUES ('name', ?)", (cluster,))
+        config = {"version": str(SCHEMA_VERSION), "name": cluster}
+    elif int(version) > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"the database has schema version {version}, newer than this"
+            f" program's {SCHEMA_VERSION}: upgrade NEO")
+    if config.get("name") != cluster:
+        raise DatabaseError(
+            f"the database belongs to cluster {config.get('name')!r}, not"
+            f" {cluster!r} (use --reset to wipe it)")
+    return config
+
+
+def _reset(cur):
+    for table in _TABLES:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _setConfig(cur, name, value):
+    cur.execute("DELETE FROM config WHERE name=?", (name,))
+    if value is not None:
+        cur.execute("INSERT INTO config VALUES (?, ?)", (name, str(value)))
+
+
+def _lastSerial(cur, partition, oid):
+    cur.execute("SELECT MAX(tid) FROM obj WHERE `partition`=? AND oid=?",
+                (partition, oid))
+    return cur.fetchone()[0]
+
+
+# -- Record data -------------------------------------------------------------
+
+def _putData(cur, compression, value):
+    """The id of a data row holding C{value}: an identical one if any."""
+    digest = hashlib.sha1(value).digest()
+    cur.execute("SELECT id FROM data WHERE hash=? AND compression=?"
+                " AND size=?", (digest, compression, len(value)))
+    for (dataId,) in cur.fetchall():
+        if _getData(cur, dataId)[1] == value:
+            return dataId
+    chunk = cur.dialect.chunkSize
+    if chunk is None or len(value) <= chunk:
+        cur.execute("INSERT INTO data (hash, compression, size, value)"
+                    " VALUES (?, ?, ?, ?)",
+                    (digest, compression, len(value), value))
+        return cur.lastrowid
+    # Too large for one statement: the value goes to bigdata in pieces.
+    cur.execute("INSERT INTO data (hash, compression, size, value)"
+                " VALUES (?, ?, ?, NULL)", (digest, compression, len(value)))
+    dataId = cur.lastrowid
+    view = memoryview(value)
+    for n, start in enumerate(range(0, len(value), chunk)):
+        cur.execute("INSERT INTO bigdata VALUES (?, ?, ?)",
+                    (dataId, n, bytes(view[start:start + chunk])))
+    return dataId
+
+
+def _getData(cur, dataId):
+    """C{(compression, value)} of a data row."""
+    cur.execute("SELECT compression, value FROM data WHERE id=?", (dataId,))
+    compression, value = cur.fetchone()
+    if value is None:
+        cur.execute("SELECT value FROM bigdata WHERE id=? ORDER BY n",
+                    (dataId,))
+        value = b"".join(bytes(v) for (v,) in cur.fetchall())
+    return compression, bytes(value)
+
+
+def _releaseData(cur, dataIds):
+    """Delete the data rows no object revision refers to any more."""
+    for dataId in set(dataIds):
+        if dataId is None:
+            continue
+        cur.execute("SELECT 1 FROM obj WHERE data_id=? LIMIT 1", (dataId,))
+        if cur.fetchone():
+            continue
+        cur.execute("SELECT 1 FROM tobj WHERE data_id=? LIMIT 1", (dataId,))
+        if cur.fetchone():
+            continue
+        cur.execute("DELETE FROM bigdata WHERE id=?", (dataId,))
+        cur.execute("DELETE FROM data WHERE id=?", (dataId,))
+
+
+# -- Reads -------------------------------------------------------------------
+
+def _load(cur, partition, oid, serial, before):
+    query = "SELECT tid, data_id FROM obj WHERE `partition`=? AND oid=?"
+    if serial is not None:
+        cur.execute(query + " AND tid=?", (partition, oid, serial))
+    elif before is not None:
+        cur.execute(query + " AND tid<? ORDER BY tid DESC LIMIT 1",
+                    (partition, oid, before))
+    else:
+        cur.execute(query + " ORDER BY tid DESC LIMIT 1", (partition, oid))
+    row = cur.fetchone()
+    if row is None:
+        cur.execute("SELECT 1 FROM obj WHERE `partition`=? AND oid=? LIMIT 1",
+                    (partition, oid))
+        if cur.fetchone() is None:
+            raise OidDoesNotExist(f"object {oid:#x} does not exist")
+        raise OidNotFound(f"object {oid:#x} has no such revision")
+    tid, dataId = row
+    cur.execute("SELECT tid FROM obj WHERE `partition`=? AND oid=? AND tid>?"
+                " ORDER BY tid LIMIT 1", (partition, oid, tid))
+    row = cur.fetchone()
+    nextTid = row[0] if row else None
+    if dataId is None:
+        return tid, nextTid, 0, b"", True
+    compression, value = _getData(cur, dataId)
+    return tid, nextTid, compression, value, False
+
+
+def _lastIds(cur):
+    cur.execute("SELECT MAX(tid) FROM trans")
+    lastTid = cur.fetchone()[0]
+    cur.execute("SELECT MAX(tid), MAX(oid) FROM obj")
+    objTid, lastOid = cur.fetchone()
+    if objTid is not None and (lastTid is None or objTid > lastTid):
+        lastTid = objTid
+    return lastTid, lastOid
+
+
+# -- Commits -----------------------------------------------------------------
+
+def _vote(cur, ttid, partition, metadata, objects):
+    # Idempotent: a vote retried after a lost connection replaces itself.
+    _deleteTemporary(cur, ttid)
+    for objPartition, oid, compression, data in objects:
+        dataId = None if data is None else _putData(cur, compression, data)
+        cur.execute("INSERT INTO tobj VALUES (?, ?, ?, ?, NULL)",
+                    (ttid, objPartition, oid, dataId))
+    if metadata is None:
+        metadata, meta = (b"", b"", b"", b""), 0
+    else:
+        meta = 1
+    user, description, extension, oids = metadata
+    cur.execute("INSERT INTO ttrans VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
+                (ttid, partition, meta, oids, user, description, extension))
+
+
+def _deleteTemporary(cur, ttid):
+    cur.execute("SELECT data_id FROM tobj WHERE ttid=?", (ttid,))
+    dataIds = [dataId for (dataId,) in cur.fetchall()]
+    cur.execute("DELETE FROM tobj WHERE ttid=?", (ttid,))
+    cur.execute("DELETE FROM ttrans WHERE ttid=?", (ttid,))
+    _releaseData(cur, dataIds)
+
+
+def _lockTransaction(cur, ttid, tid):
+    cur.execute("UPDATE ttrans SET tid=? WHERE ttid=?", (tid, ttid))
+
+
+def _unlockTransaction(cur, ttid):
+    cur.execute("SELECT tid, meta FROM ttrans WHERE ttid=?", (ttid,))
+    row = cur.fetchone()
+    if row is None or row[0] is None:
+        return None  # Unknown here, or already unlocked.
+    tid, meta = row
+    cur.execute("REPLACE INTO obj SELECT `partition`, oid, ?, data_id,"
+                " value_tid FROM tobj WHERE ttid=?", (tid, ttid))
+    if meta:
+        cur.execute("REPLACE INTO trans SELECT `partition`, ?, 0, oids, user,"
+                    " description, ext, ttid FROM ttrans WHERE ttid=?",
+                    (tid, ttid))
+    cur.execute("DELETE FROM tobj WHERE ttid=?", (ttid,))
+    cur.execute("DELETE FROM ttrans WHERE ttid=?", (ttid,))
+    return tid
+
+
+def _abortTransaction(cur, ttid):
+    cur.execute("SELECT tid FROM ttrans WHERE ttid=?", (ttid,))
+    row = cur.fetchone()
+    if row is not None and row[0] is not None:
+        return False  # Locked: the commit decision is taken.
+    _deleteTemporary(cur, ttid)
+    return True
+
+
+def _lockedTransactions(cur):
+    cur.execute("SELECT ttid, tid FROM ttrans ORDER BY ttid")
+    return [tuple(row) for row in cur.fetchall()]
+
+
+def _finishRecovery(cur):
+    cur.execute("SELECT ttid, tid FROM ttrans ORDER BY tid")
+    rows = cur.fetchall()
+    for ttid, tid in rows:
+        if tid is None:
+            _abortTransaction(cur, ttid)
+        else:
+            _unlockTransaction(cur, ttid)
+    # Temporary objects whose ttrans row was never written.
+    cur.execute("SELECT DISTINCT ttid FROM tobj")
+    for (ttid,) in cur.fetchall():
+        _deleteTemporary(cur, ttid)
+    return len(rows)
+
+
+@implementer(IStorageBackend)
+class SQLBackend:
+    """
+    What every SQL backend shares; subclasses provide C{dialect},
+    C{_start()} (making C{self._pool}) and may wrap C{_run}.
+    """
+
+    dialect = None
+
+    def __init__(self, cluster, reactor):
+        self.cluster = cluster
+        self._reactor = reactor
+        self._pool = None
+        self.config = {}
+
+    def _start(self):
+        raise NotImplementedError
+
+    def _run(self, function, *args):
+        dialect = self.dialect
+        return self._pool.runInteraction(
+            lambda txn: function(Cursor(txn, dialect), *args))
+
+    @defer.inlineCallbacks
+    def open(self):
+        if self._pool is None:
+            yield self._start()
+        self.config = yield self._run(_openSchema, self.cluster,
+                                      self.dialect.schema)
+        return self
+
+    @defer.inlineCallbacks
+    def reset(self):
+        if self._pool is None:
+            yield self._start()
+        yield self._run(_reset)
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def setConfig(self, name, value):
+        if value is None:
+            self.config.pop(name, None)
+        else:
+            self.config[name] = str(value)
+        return self._run(_setConfig, name, value)
+
+    def partitionTable(self):
+        text = self.config.get("pt")
+        return json.loads(text) if text else None
+
+    def savePartitionTable(self, doc):
+        return self.setConfig("pt", json.dumps(doc, separators=(",", ":")))
+
+    def lastSerial(self, partition, oid):
+        return self._run(_lastSerial, partition, oid)
+
+    def load(self, partition, oid, serial=None, before=None):
+        return self._run(_load, partition, oid, serial, before)
+
+    def vote(self, ttid, partition, metadata, objects):
+        return self._run(_vote, ttid, partition, metadata, objects)
+
+    def lockTransaction(self, ttid, tid):
+        return self._run(_lockTransaction, ttid, tid)
+
+    def unlockTransaction(self, ttid):
+        return self._run(_unlockTransaction, ttid)
+
+    def abortTransaction(self, ttid):
+        return self._run(_abortTransaction, ttid)
+
+    def lockedTransactions(self):
+        return self._run(_lockedTransactions)
+
+    def finishRecovery(self):
+        return self._run(_finishRecovery)
+
+    def lastIds(self):
+        return self._run(_lastIds)

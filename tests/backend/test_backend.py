@@ -1,0 +1,333 @@
+"""
+The storage backends through their common interface, on SQLite and on
+MySQL (the same tests, parametrized by adapter).  They run real SQL in
+adbapi's threads, driven from the test thread through the client's bridge.
+"""
+
+import os
+import shutil
+import sqlite3
+import tempfile
+import unittest
+
+from zope.interface.verify import verifyObject
+
+from neo.client.bridge import Bridge
+from neo.protocols.errors import OidDoesNotExist, OidNotFound
+from neo.services.storage.config import StorageConfig
+from neo.services.storage.database import DatabaseError, SCHEMA_VERSION
+from neo.services.storage.interfaces import IStorageBackend
+from neo.services.storage.node import makeBackend
+from tests import mysql
+
+P = 1  # the partition used
+
+
+class BackendTests:
+    """Tests every backend must pass; subclasses name the adapter."""
+
+    adapter = None
+
+    def setUp(self):
+        self.bridge = Bridge(timeout=60)
+        self.directory = tempfile.mkdtemp(prefix="neo-backend-")
+        self.addCleanup(shutil.rmtree, self.directory, True)
+        self.backends = []
+
+    def database(self, key="db"):
+        raise NotImplementedError
+
+    def open(self, cluster="test", key="db"):
+        from twisted.internet import reactor
+        config = StorageConfig(cluster=cluster, masters=(), bind=None,
+                               adapter=self.adapter,
+                               database=self.database(key))
+        backend = self.bridge.call(lambda: makeBackend(config, reactor))
+        self.backends.append(backend)
+        self.addCleanup(self.bridge.call, backend.close)
+        self.bridge.call(backend.open)
+        return backend
+
+    def call(self, backend, method, *args):
+        return self.bridge.call(getattr(backend, method), *args)
+
+    def commit(self, db, ttid, tid, objects, metadata=None):
+        """Vote, lock and unlock one transaction."""
+        self.call(db, "vote", ttid, P, metadata, objects)
+        self.call(db, "lockTransaction", ttid, tid)
+        self.assertEqual(self.call(db, "unlockTransaction", ttid), tid)
+
+    # -- Tests -------------------------------------------------------------
+
+    def test_interface(self):
+        """The backend provides IStorageBackend."""
+        self.assertTrue(verifyObject(IStorageBackend, self.open()))
+
+    def test_schema(self):
+        """A new database records the schema version and the cluster."""
+        db = self.open()
+        self.assertEqual(db.config["version"], str(SCHEMA_VERSION))
+        self.assertEqual(db.config["name"], "test")
+
+    def test_otherCluster(self):
+        """A database of another cluster is refused, not changed."""
+        self.call(self.open(), "close")
+        with self.assertRaises(DatabaseError) as e:
+            self.open(cluster="other")
+        self.assertIn("belongs to cluster 'test'", str(e.exception))
+
+    def test_newerSchema(self):
+        """A database made by a newer version is refused."""
+        db = self.open()
+        self.call(db, "setConfig", "version", SCHEMA_VERSION + 1)
+        self.call(db, "close")
+        with self.assertRaises(DatabaseError) as e:
+            self.open()
+        self.assertIn("newer", str(e.exception))
+
+    def test_config(self):
+        """Settings persist across reopening; None deletes one."""
+        db = self.open()
+        self.call(db, "setConfig", "nid", 3)
+        self.call(db, "savePartitionTable", {"ptid": 2, "replicas": 0,
+                                             "rows": [[[3, "UP_TO_DATE"]]]})
+        self.call(db, "setConfig", "gone", "x")
+        self.call(db, "setConfig", "gone", None)
+        self.call(db, "close")
+        db = self.open()
+        self.assertEqual(db.config["nid"], "3")
+        self.assertNotIn("gone", db.config)
+        self.assertEqual(db.partitionTable()["ptid"], 2)
+
+    def test_commitAndLoad(self):
+        """Committed revisions load by serial, before a TID, or latest,
+        with the serial of the next revision."""
+        db = self.open()
+        self.commit(db, 100, 110, [(P, 7, 0, b"one")],
+                    (b"user", b"desc", b"ext", b"\0" * 7 + b"\7"))
+        self.commit(db, 200, 210, [(P, 7, 1, b"two")])
+        self.assertEqual(self.call(db, "load", P, 7, None, None),
+                         (210, None, 1, b"two", False))
+        self.assertEqual(self.call(db, "load", P, 7, None, 210),
+                         (110, 210, 0, b"one", False))
+        self.assertEqual(self.call(db, "load", P, 7, 110, None),
+                         (110, 210, 0, b"one", False))
+        self.assertEqual(self.call(db, "lastSerial", P, 7), 210)
+        self.assertEqual(self.call(db, "lastIds"), (210, 7))
+        with self.assertRaises(OidNotFound):
+            self.call(db, "load", P, 7, None, 110)
+        with self.assertRaises(OidDoesNotExist):
+            self.call(db, "load", P, 8, None, None)
+
+    def test_votedIsInvisible(self):
+        """Voted and locked data is not visible until unlocked."""
+        db = self.open()
+        self.call(db, "vote", 100, P, None, [(P, 7, 0, b"x")])
+        self.call(db, "lockTransaction", 100, 110)
+        with self.assertRaises(OidDoesNotExist):
+            self.call(db, "load", P, 7, None, None)
+        self.assertIsNone(self.call(db, "lastSerial", P, 7))
+        self.assertEqual(self.call(db, "lockedTransactions"), [(100, 110)])
+
+    def test_voteIsIdempotent(self):
+        """A vote repeated (after a lost connection) replaces itself."""
+        db = self.open()
+        self.call(db, "vote", 100, P, None, [(P, 7, 0, b"x")])
+        self.call(db, "vote", 100, P, None, [(P, 7, 0, b"x")])
+        self.commit(db, 100, 110, [(P, 7, 0, b"x")])
+        self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
+        self.assertEqual(self.dataRows(db), 1)
+
+    def test_abort(self):
+        """An aborted vote leaves nothing; a locked one cannot abort."""
+        db = self.open()
+        self.call(db, "vote", 100, P, None, [(P, 7, 0, b"x")])
+        self.assertTrue(self.call(db, "abortTransaction", 100))
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
+        self.assertEqual(self.dataRows(db), 0)
+        self.call(db, "vote", 200, P, None, [(P, 7, 0, b"y")])
+        self.call(db, "lockTransaction", 200, 210)
+        self.assertFalse(self.call(db, "abortTransaction", 200))
+        self.assertEqual(self.call(db, "lockedTransactions"), [(200, 210)])
+
+    def test_finishRecovery(self):
+        """After a crash, locked transactions are committed and merely
+        voted ones dropped."""
+        db = self.open()
+        self.call(db, "vote", 100, P, None, [(P, 7, 0, b"locked")])
+        self.call(db, "lockTransaction", 100, 110)
+        self.call(db, "vote", 200, P, None, [(P, 8, 0, b"voted")])
+        self.call(db, "close")
+        db = self.open()
+        self.assertEqual(self.call(db, "lockedTransactions"),
+                         [(100, 110), (200, None)])
+        self.assertEqual(self.call(db, "finishRecovery"), 2)
+        self.assertEqual(self.call(db, "load", P, 7, None, None)[3],
+                         b"locked")
+        with self.assertRaises(OidDoesNotExist):
+            self.call(db, "load", P, 8, None, None)
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
+
+    def test_deduplication(self):
+        """Identical records are stored once, and kept while referenced."""
+        db = self.open()
+        self.commit(db, 100, 110, [(P, 7, 1, b"same"), (P, 8, 1, b"same"),
+                                   (P, 9, 0, b"same")])
+        self.assertEqual(self.dataRows(db), 2)  # compression differs
+        self.call(db, "vote", 200, P, None, [(P, 10, 1, b"same")])
+        self.call(db, "abortTransaction", 200)
+        self.assertEqual(self.dataRows(db), 2)
+        self.assertEqual(self.call(db, "load", P, 8, None, None)[3], b"same")
+
+    def test_deletion(self):
+        """A revision without data is a deletion."""
+        db = self.open()
+        self.commit(db, 100, 110, [(P, 7, 0, b"x")])
+        self.commit(db, 200, 210, [(P, 7, 0, None)])
+        self.assertEqual(self.call(db, "load", P, 7, None, None),
+                         (210, None, 0, b"", True))
+
+    def test_largeRecord(self):
+        """A 64 MiB record is stored and loaded back intact."""
+        db = self.open()
+        data = os.urandom(64 * 1024 * 1024)
+        self.commit(db, 100, 110, [(P, 7, 0, data)])
+        self.assertEqual(self.call(db, "load", P, 7, None, None)[3], data)
+        del data
+
+    def test_reset(self):
+        """reset() wipes everything."""
+        db = self.open()
+        self.commit(db, 100, 110, [(P, 7, 0, b"x")])
+        self.call(db, "reset")
+        self.call(db, "open")
+        with self.assertRaises(OidDoesNotExist):
+            self.call(db, "load", P, 7, None, None)
+
+
+class SQLiteBackendTests(BackendTests, unittest.TestCase):
+    adapter = "SQLite"
+
+    def database(self, key="db"):
+        return os.path.join(self.directory, key + ".sqlite")
+
+    def dataRows(self, db):
+        conn = sqlite3.connect(db.path)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM data").fetchone()[0]
+        finally:
+            conn.close()
+
+    def test_exclusive(self):
+        """A second process (or node) cannot open the same file."""
+        self.open()
+        with self.assertRaises(DatabaseError) as e:
+            self.open()
+        self.assertIn("used by another process", str(e.exception))
+
+    def test_foreignDatabase(self):
+        """A database not made by NEO is refused, not changed."""
+        conn = sqlite3.connect(self.database())
+        conn.execute("CREATE TABLE config (name TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO config VALUES ('owner', 'someone else')")
+        conn.commit()
+        conn.close()
+        with self.assertRaises(DatabaseError) as e:
+            self.open()
+        self.assertIn("not made by a NEO storage node", str(e.exception))
+
+
+class MySQLBackendTests(BackendTests, unittest.TestCase):
+    adapter = "MySQL"
+
+    def setUp(self):
+        mysql.requireMySQL(self)
+        super().setUp()
+        self.names = {}
+        self.addCleanup(lambda: mysql.dropDatabases(self.names.values()))
+
+    def database(self, key="db"):
+        if key not in self.names:
+            self.names[key] = mysql.newDatabaseName()
+        return mysql.dsn(self.names[key])
+
+    def dataRows(self, db):
+        conn = mysql.connect(db=self.names["db"])
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT COUNT(*) FROM data")
+            return cursor.fetchone()[0]
+        finally:
+            conn.close()
+
+    def test_createdDatabase(self):
+        """The database is created when missing, in utf8mb4."""
+        self.open()
+        conn = mysql.connect()
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT default_character_set_name FROM"
+                           " information_schema.schemata WHERE schema_name=%s",
+                           (self.names["db"],))
+            self.assertEqual(cursor.fetchone()[0], "utf8mb4")
+            cursor.execute("SELECT DISTINCT engine FROM information_schema."
+                           "tables WHERE table_schema=%s", (self.names["db"],))
+            self.assertEqual(cursor.fetchall(), (("InnoDB",),))
+        finally:
+            conn.close()
+
+    def test_unreachable(self):
+        """An unreachable server gives a clear error."""
+        from twisted.internet import reactor
+        from neo.services.storage.mysql import MySQLBackend
+        backend = MySQLBackend("root@nothere@127.0.0.1:1", "test", reactor)
+        with self.assertRaises(DatabaseError) as e:
+            self.bridge.call(backend.open)
+        self.assertIn("cannot connect to MySQL as root@nothere on"
+                      " 127.0.0.1:1", str(e.exception))
+
+    def test_cannotCreate(self):
+        """A user who may not create the database is told what to do."""
+        from twisted.internet import reactor
+        from neo.services.storage.mysql import MySQLBackend
+        conn = mysql.connect()
+        user = "neotest_ro_%d" % os.getpid()
+        cursor = conn.cursor()
+        cursor.execute(f"CREATE USER IF NOT EXISTS '{user}'@'%'"
+                       " IDENTIFIED BY 'pw'")
+        cursor.execute(f"CREATE USER IF NOT EXISTS '{user}'@'localhost'"
+                       " IDENTIFIED BY 'pw'")
+        conn.close()
+
+        def dropUser():
+            conn = mysql.connect()
+            conn.cursor().execute(f"DROP USER IF EXISTS '{user}'@'%'")
+            conn.cursor().execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+            conn.close()
+        self.addCleanup(dropUser)
+        name = self.database("denied").split("@")[1]
+        backend = MySQLBackend(f"{user}:pw@{name}@127.0.0.1:3306", "test",
+                               reactor)
+        with self.assertRaises(DatabaseError) as e:
+            self.bridge.call(backend.open)
+        self.assertIn(f"CREATE DATABASE `{name}`", str(e.exception))
+
+    def test_connectionKilled(self):
+        """When the server drops the connection, the next call reconnects
+        and succeeds; nothing committed is lost."""
+        db = self.open()
+        self.commit(db, 100, 110, [(P, 7, 0, b"kept")])
+        conn = mysql.connect()
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT id FROM information_schema.processlist"
+                           " WHERE db=%s", (self.names["db"],))
+            ids = [row[0] for row in cursor.fetchall()]
+            self.assertTrue(ids)
+            for id in ids:
+                cursor.execute(f"KILL CONNECTION {id}")
+        finally:
+            conn.close()
+        self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"kept")
+        self.commit(db, 200, 210, [(P, 7, 0, b"after")])
+        self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"after")
