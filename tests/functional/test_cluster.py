@@ -15,15 +15,21 @@ from persistent.mapping import PersistentMapping
 from ZODB.POSException import ConflictError
 from ZODB.utils import u64
 
+from tests import mysql
 from tests.cluster import DEADLINE, ProcessCluster
 
 
 class ProcessClusterTestCase(unittest.TestCase):
     storages = 2
+    adapter = "SQLite"
 
     def setUp(self):
+        if self.adapter == "MySQL":
+            mysql.requireMySQL(self)
         self.directory = self.mkdtemp()
-        self.cluster = ProcessCluster(self.directory, storages=self.storages)
+        self.cluster = ProcessCluster(self.directory, storages=self.storages,
+                                      adapter=self.adapter)
+        self.addCleanup(self.cluster.clean)
         self.addCleanup(self.cluster.stop)
         self.cluster.start()
 
@@ -304,3 +310,9 @@ class CrashTests(ProcessClusterTestCase):
         root["after"] = 1
         transaction.commit()
         self.assertGreater(u64(db.lastTransaction()), lastTid)
+
+onMySQL = mysql.onMySQL
+
+ClusterLifeTestsOnMySQL = onMySQL(ClusterLifeTests)
+ConcurrencyTestsOnMySQL = onMySQL(ConcurrencyTests)
+CrashTestsOnMySQL = onMySQL(CrashTests)

@@ -13,6 +13,7 @@ from ZODB.tests import (
     BasicStorage, ConflictResolution, MTStorage, PersistentStorage,
     ReadOnlyStorage, RevisionStorage, StorageTestBase, Synchronization)
 
+from tests import mysql
 from tests.cluster import InProcessCluster
 
 
@@ -20,10 +21,14 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
     """Opens C{self._storage} on a fresh cluster."""
 
     storages = 2
+    adapter = "SQLite"
 
     def setUp(self):
+        if self.adapter == "MySQL":
+            mysql.requireMySQL(self)
         super().setUp()
-        self._cluster = InProcessCluster(storages=self.storages).start()
+        self._cluster = InProcessCluster(storages=self.storages,
+                                         adapter=self.adapter).start()
         self._clients = []
         self.open()
 
@@ -270,3 +275,12 @@ class DeadlockTests(ClusterStorageTestBase):
         storage._cache.clear()
         self.assertEqual(storage.load(x)[0], b"older x")
         self.assertEqual(storage.load(y)[0], b"older y")
+
+onMySQL = mysql.onMySQL
+
+GenericTestsOnMySQL = onMySQL(GenericTests)
+DBTestsOnMySQL = onMySQL(DBTests)
+ZODBTestsOnMySQL = onMySQL(ZODBTests)
+LargeRecordTestsOnMySQL = onMySQL(LargeRecordTests)
+ReconnectionTestsOnMySQL = onMySQL(ReconnectionTests)
+DeadlockTestsOnMySQL = onMySQL(DeadlockTests)
