@@ -129,7 +129,8 @@ class ClientApp(ClusterView):
     def masterLost(self, proto):
         if proto is self.master:
             self.master = None
-            self.log.warn("lost the connection to the primary master")
+            if not self.closed:
+                self.log.warn("lost the connection to the primary master")
 
     def nodesUpdated(self, rows):
         changed = super().nodesUpdated(rows)

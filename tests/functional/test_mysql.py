@@ -85,3 +85,33 @@ class MariaDBRestartTests(ProcessClusterTestCase):
         c.root()["w0"]["v"] = -1
         tm.commit()
         c.close()
+
+
+class UnreachableDatabaseTests(unittest.TestCase):
+
+    def test_storageExits(self):
+        """A storage node whose MySQL server cannot be reached says so and
+        exits with status 1."""
+        import shutil
+        import tempfile
+        from tests.cluster import NodeProcess
+        directory = tempfile.mkdtemp(prefix="neo-e2e-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        node = NodeProcess("storage", ["-c", "x", "-a", "MySQL",
+                                       "-d", "root@neo@127.0.0.1:1"],
+                           directory).start()
+        self.addCleanup(node.kill)
+        self.assertEqual(node.waitExit(), 1)
+        self.assertIn("cannot connect to MySQL as root@neo on 127.0.0.1:1",
+                      node.output())
+
+    def test_badDSN(self):
+        """A malformed MySQL database option is refused with the format."""
+        import subprocess
+        from tests.cluster import twistdCommand
+        result = subprocess.run(
+            twistdCommand("storage", "-c", "x", "-a", "mysql", "-d", "a b"),
+            capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("[user[:password]@]database[@host[:port]]",
+                      result.stdout + result.stderr)

@@ -143,6 +143,20 @@ def _connectionLost(failure) -> bool:
             and error.args and error.args[0] in _CONNECTION_LOST)
 
 
+def _explainTooLarge(failure):
+    """Turn a refused packet into an error saying what to change."""
+    import MySQLdb
+    error = failure.value
+    if (isinstance(error, MySQLdb.MySQLError) and error.args
+            and error.args[0] in (1153, 1301, 2020)):
+        raise DatabaseError(
+            f"the MySQL server refused a statement as too large"
+            f" ({error.args[-1]}): raise its max_allowed_packet (for"
+            f" example SET GLOBAL max_allowed_packet=67108864, or"
+            f" max_allowed_packet=64M in the [mysqld] section of its"
+            f" configuration)")
+
+
 def _serverSettings(txn):
     txn.execute("SELECT @@max_allowed_packet, @@version")
     return txn.fetchone()
@@ -233,6 +247,7 @@ class MySQLBackend(SQLBackend):
             except Exception:
                 from twisted.python.failure import Failure
                 failure = Failure()
+                _explainTooLarge(failure)
                 if (not _connectionLost(failure)
                         or self._pool is None
                         or self._reactor.seconds() > deadline):
