@@ -11,10 +11,7 @@ plugins, for what only real processes show (wiring, exit codes, kill -9).
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
 
 from twisted.application import service
 from twisted.internet import defer
@@ -25,10 +22,6 @@ from neo.lib.states import ClusterState
 
 #: Seconds any wait of a test cluster may take.
 DEADLINE = 60
-
-
-class NodeFailed(Exception):
-    """A node of a test cluster reported a fatal error."""
 
 
 class InProcessCluster:
@@ -191,142 +184,15 @@ def cleanDatabases(cluster):
 
 # -- Real processes ------------------------------------------------------------
 
-def twistdCommand(role, *args):
-    """The command line running C{twistd -n neo-ROLE ARGS}."""
-    # twisted/scripts/twistd.py has no __main__ guard: run() it explicitly.
-    return [sys.executable, "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "--nodaemon", "--pidfile=", f"neo-{role}", *args]
+from neo.lib.launch import (  # noqa: E402,F401
+    LocalCluster, NodeFailed, NodeProcess, twistdCommand)
 
 
-class NodeProcess:
-    """
-    One node process: its output goes to a file and to a reader thread that
-    notices the "neo-ROLE running on HOST:PORT" line.
-    """
+class ProcessCluster(LocalCluster):
+    """A local cluster whose MySQL databases are unique to the test run."""
 
-    def __init__(self, role, args, directory, name=None):
-        self.role = role
-        self.name = name or role
-        self.args = list(args)
-        self.directory = directory
-        self.logPath = os.path.join(directory, f"{self.name}.log")
-        self.address = None
-        self.process = None
-
-    def start(self):
-        self._ready = threading.Event()
-        self._lines = []
-        self.process = subprocess.Popen(
-            twistdCommand(self.role, *self.args), cwd=self.directory,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        return self
-
-    def _read(self):
-        marker = f"neo-{self.role} running on "
-        with open(self.logPath, "ab") as log:
-            for raw in self.process.stdout:
-                log.write(raw)
-                log.flush()
-                line = raw.decode("utf-8", "replace")
-                self._lines.append(line)
-                if marker in line and not self._ready.is_set():
-                    self.address = line.split(marker, 1)[1].strip()
-                    self._ready.set()
-        self._ready.set()
-
-    def waitReady(self, timeout=DEADLINE):
-        """Wait for the running line; raise with the output if it dies."""
-        self._ready.wait(timeout)
-        if self.address is None:
-            raise NodeFailed(f"{self.name} did not start:\n" + self.output())
-        return self.address
-
-    def output(self, tail=60):
-        return "".join(self._lines[-tail:])
-
-    def waitExit(self, timeout=DEADLINE):
-        code = self.process.wait(timeout)
-        self._reader.join(timeout)
-        return code
-
-    def kill(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(DEADLINE)
-
-    def terminate(self, timeout=10):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-class ProcessCluster:
-    """A master, storage nodes and an admin node as real processes."""
-
-    def __init__(self, directory, storages=2, name="proc", partitions=12,
-                 adapter="SQLite"):
-        self.directory = directory
-        self.adapter = adapter
-        self.databases = []
-        self.name = name
-        self.partitions = partitions
-        self.master = None
-        self.storages = []
-        self.admin = None
-        self.storageCount = storages
-
-    def startMaster(self, bind="127.0.0.1:0"):
-        self.master = NodeProcess(
-            "master", ["-c", self.name, "-b", bind,
-                       "-p", str(self.partitions)], self.directory).start()
-        self.masterAddress = self.master.waitReady()
-        return self.master
-
-    def restartMaster(self):
-        """Start the master again on the address it had."""
-        return self.startMaster(self.masterAddress)
-
-    def storageProcess(self, i, *extra, cluster=None):
-        return NodeProcess(
-            "storage", ["-c", cluster or self.name, "-m", self.masterAddress,
-                        "-a", self.adapter, "-d", storageDatabase(self, i),
-                        *extra],
-            self.directory, name=f"storage{i}")
-
-    def start(self):
-        self.startMaster()
-        self.storages = [self.storageProcess(i).start()
-                         for i in range(self.storageCount)]
-        self.admin = NodeProcess(
-            "admin", ["-c", self.name, "-m", self.masterAddress,
-                      "-b", "127.0.0.1:0"], self.directory).start()
-        for node in self.storages + [self.admin]:
-            node.waitReady()
-        self.adminAddress = self.admin.address
-        return self
-
-    def restart(self):
-        """Start every node again on the same databases (after a kill)."""
-        self.start()
-
-    def nodes(self):
-        return [n for n in [self.master, self.admin, *self.storages]
-                if n is not None]
-
-    def killAll(self):
-        for node in self.nodes():
-            node.kill()
-
-    def stop(self):
-        for node in self.nodes():
-            node.terminate()
+    def database(self, i):
+        return storageDatabase(self, i)
 
     def clean(self):
         """Drop the MySQL databases (the directory is the caller's)."""
@@ -337,16 +203,18 @@ class ProcessCluster:
 
     def neoctl(self, *args, check=True, timeout=DEADLINE):
         """Run the neoctl script; returns (exit code, stdout, stderr)."""
-        result = subprocess.run(
-            [sys.executable, "-m", "neo.neoctl", "-a", self.adminAddress,
-             *args], capture_output=True, text=True, timeout=timeout)
+        result = self.runNeoctl(*args, timeout=timeout)
         if check and result.returncode:
             raise AssertionError(f"neoctl {' '.join(args)} failed:"
                                  f" {result.stderr}")
         return result.returncode, result.stdout, result.stderr
 
-    def client(self, **kwargs):
-        from neo.client.Storage import Storage
-        kwargs.setdefault("timeout", DEADLINE)
-        return Storage(master_nodes=self.masterAddress, name=self.name,
-                       **kwargs)
+
+def waitFor(predicate, timeout=DEADLINE, interval=0.1):
+    """Poll C{predicate} (about other processes) until true, or fail."""
+    import time
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {predicate}")
+        time.sleep(interval)  # waiting for another process

@@ -16,7 +16,7 @@ from ZODB.POSException import ConflictError
 from ZODB.utils import u64
 
 from tests import mysql
-from tests.cluster import DEADLINE, ProcessCluster
+from tests.cluster import DEADLINE, ProcessCluster, waitFor
 
 
 class ProcessClusterTestCase(unittest.TestCase):
@@ -137,8 +137,9 @@ class ClusterLifeTests(ProcessClusterTestCase):
         conn.root()["v"] = 3
         transaction.commit()
         conn.close()
-        self.assertEqual(self.cluster.neoctl("print", "cluster")[1].strip(),
-                         "RUNNING")
+        # The admin node reconnects by itself too (with its own backoff).
+        waitFor(lambda: self.cluster.neoctl(
+            "print", "cluster", check=False)[1].strip() == "RUNNING")
 
     def test_stopping(self):
         """neoctl set cluster STOPPING makes every node exit with status 0."""

@@ -1,0 +1,742 @@
+"""
+neo-bench: how fast ZODB programs run on NEO, compared with other storages.
+
+It starts its own local cluster through the real entry points (or uses a
+running one), runs workloads over the plain ZODB API, and prints a table
+(median, min and max of several repetitions); with C{--compare} it runs the
+same workloads, in the same invocation, against reference storages (a ZEO
+server over FileStorage that it starts itself, an in-process FileStorage)
+and prints NEO's figure as a ratio of theirs.  Results also go to a JSON
+file.
+
+    neo-bench                          # 1 master + 1 storage on SQLite
+    neo-bench --compare zeo,filestorage
+    neo-bench --storages 2 --adapter MySQL --mysql root@@127.0.0.1:3306
+    neo-bench --masters 127.0.0.1:10000 --name main   # a running cluster
+    neo-bench --objects 1000000        # storage node memory while filling
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import transaction
+from BTrees.Length import Length
+from BTrees.OOBTree import OOBTree
+from persistent import Persistent
+from ZODB.POSException import ConflictError
+
+from neo.lib.launch import LocalCluster
+
+#: Workloads in the order they run, with their unit.
+WORKLOADS = [
+    ("add", "objects/s"), ("update", "objects/s"), ("cold_read", "objects/s"),
+    ("warm_read", "objects/s"), ("small", "txn/s"), ("concurrent", "txn/s"),
+    ("conflicts", "txn/s"), ("large", "MB/s"),
+]
+
+
+class Item(Persistent):
+    """A small object: its pickle is about 200 bytes."""
+
+    def __init__(self, i):
+        self.i = i
+        self.payload = os.urandom(60).hex()
+
+
+class Counter(Persistent):
+    """A plain counter: concurrent increments conflict (no resolution)."""
+
+    value = 0
+
+
+class Blob(Persistent):
+    def __init__(self, data):
+        self.data = data
+
+
+# -- Targets -------------------------------------------------------------------
+
+class Target:
+    """A storage to measure, described by a ZConfig <zodb> section."""
+
+    name = None
+    #: Whether several processes may open it (else concurrency is n/a).
+    shared = True
+
+    def start(self, work, log):
+        pass
+
+    def stop(self):
+        pass
+
+    def zconfig(self) -> str:
+        raise NotImplementedError
+
+    def open(self):
+        import ZODB.config
+        return ZODB.config.databaseFromString(self.zconfig())
+
+    def pids(self):
+        return []
+
+
+class NEOTarget(Target):
+    name = "neo"
+
+    def __init__(self, options):
+        self.options = options
+        self.cluster = None
+        self.masterNodes = options.master_nodes
+        self.clusterName = options.name or "bench"
+
+    def start(self, work, log):
+        if self.masterNodes:
+            return
+        o = self.options
+        directory = os.path.join(work, "neo")
+        os.makedirs(directory)
+        cluster = self.cluster = BenchCluster(
+            directory, storages=o.storages, name=self.clusterName,
+            adapter=o.adapter, replicas=o.replicas, mysql=o.mysql)
+        log(f"starting a NEO cluster: 1 master, {o.storages} storage(s) on"
+            f" {o.adapter}, {o.replicas} replica(s)")
+        cluster.start()
+        cluster.startCluster()
+        self.masterNodes = cluster.masterAddress
+
+    def stop(self):
+        if self.cluster is not None:
+            self.cluster.runNeoctl("set", "cluster", "STOPPING")
+            for node in self.cluster.nodes():
+                try:
+                    node.waitExit(30)
+                except subprocess.TimeoutExpired:
+                    node.kill()
+            self.cluster.dropDatabases()
+
+    def zconfig(self):
+        return ("%import neo.client\n<zodb>\n  cache-size 1000000\n"
+                "  <NEOStorage>\n"
+                f"    master_nodes {self.masterNodes}\n"
+                f"    name {self.clusterName}\n"
+                "  </NEOStorage>\n</zodb>\n")
+
+    def pids(self):
+        if self.cluster is None:
+            return []
+        return [(f"storage{i}", n.process.pid)
+                for i, n in enumerate(self.cluster.storages)]
+
+
+class BenchCluster(LocalCluster):
+    """The local cluster the benchmark starts (MySQL databases its own)."""
+
+    def __init__(self, directory, mysql=None, **kwargs):
+        super().__init__(directory, **kwargs)
+        self.mysql = mysql
+
+    def database(self, i):
+        if self.adapter == "SQLite":
+            return super().database(i)
+        name = f"neobench_{os.getpid()}_{i}"
+        self.databases.append(name)
+        user, _, host = (self.mysql or "root@@127.0.0.1:3306").partition("@@")
+        return f"{user}@{name}@{host}"
+
+    def dropDatabases(self):
+        if not self.databases:
+            return
+        import MySQLdb
+        from neo.services.storage.mysql import parseDSN
+        kwargs = parseDSN(self.database(0))
+        kwargs.pop("db")
+        conn = MySQLdb.connect(**kwargs)
+        try:
+            for name in self.databases:
+                conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            conn.close()
+
+
+class ZEOTarget(Target):
+    """A ZEO server over a FileStorage, started here."""
+
+    name = "zeo"
+
+    def start(self, work, log):
+        try:
+            import ZEO  # noqa: F401
+        except ImportError:
+            raise SystemExit("neo-bench: --compare zeo needs ZEO"
+                             " (pip install ZEO)")
+        directory = os.path.join(work, "zeo")
+        os.makedirs(directory)
+        self.port = _freePort()
+        self.log = open(os.path.join(directory, "zeo.log"), "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ZEO.runzeo", "-a",
+             f"127.0.0.1:{self.port}", "-f",
+             os.path.join(directory, "Data.fs")],
+            stdout=self.log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+        _waitForPort(self.port, self.process)
+        log("started a ZEO server over FileStorage")
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+    def zconfig(self):
+        return ("%import ZEO\n<zodb>\n  cache-size 1000000\n"
+                "  <clientstorage>\n"
+                f"    server 127.0.0.1:{self.port}\n"
+                "  </clientstorage>\n</zodb>\n")
+
+    def pids(self):
+        return [("zeo", self.process.pid)]
+
+
+class FileStorageTarget(Target):
+    """An in-process FileStorage: the ceiling (no network at all)."""
+
+    name = "filestorage"
+    shared = False
+
+    def start(self, work, log):
+        self.path = os.path.join(work, "fs", "Data.fs")
+        os.makedirs(os.path.dirname(self.path))
+
+    def zconfig(self):
+        return ("<zodb>\n  cache-size 1000000\n  <filestorage>\n"
+                f"    path {self.path}\n  </filestorage>\n</zodb>\n")
+
+
+class ConfigTarget(Target):
+    """Any storage, from a ZConfig file holding a <zodb> section."""
+
+    def __init__(self, path):
+        self.name = os.path.splitext(os.path.basename(path))[0]
+        with open(path) as f:
+            self._zconfig = f.read()
+
+    def zconfig(self):
+        return self._zconfig
+
+
+def _freePort():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _waitForPort(port, process, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"neo-bench: the server exited ({process.poll()})")
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            time.sleep(0.05)  # the server is starting
+    raise SystemExit("neo-bench: the server did not start")
+
+
+# -- Workloads -----------------------------------------------------------------
+
+def _commit():
+    transaction.commit()
+
+
+def runAdd(db, n, key):
+    conn = db.open()
+    root = conn.root()
+    start = time.perf_counter()
+    tree = root[key] = OOBTree()
+    for i in range(n):
+        tree[i] = Item(i)
+    _commit()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return n / elapsed
+
+
+def runUpdate(db, n, key):
+    conn = db.open()
+    tree = conn.root()[key]
+    items = list(tree.values())
+    start = time.perf_counter()
+    for item in items:
+        item.i += 1
+    _commit()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return n / elapsed
+
+
+def runReads(target, n, key):
+    """cold_read with a new client, then warm_read on the same one."""
+    db = target.open()
+    try:
+        conn = db.open()
+        start = time.perf_counter()
+        tree = conn.root()[key]
+        for item in tree.values():
+            item.i
+        cold = n / (time.perf_counter() - start)
+        conn.cacheMinimize()
+        start = time.perf_counter()
+        for item in conn.root()[key].values():
+            item.i
+        warm = n / (time.perf_counter() - start)
+        conn.close()
+    finally:
+        db.close()
+    return cold, warm
+
+
+def runSmall(db, t, key, first=0, count=None):
+    """T transactions modifying 1 or 2 objects; returns (txn/s, latencies)."""
+    conn = db.open()
+    tree = conn.root()[key]
+    keys = list(tree.keys())[first:None if count is None else first + count]
+    latencies = []
+    start = time.perf_counter()
+    for i in range(t):
+        t0 = time.perf_counter()
+        tree[keys[i % len(keys)]].i += 1
+        if i % 2:
+            tree[keys[(i * 7 + 3) % len(keys)]].i += 1
+        _commit()
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return t / elapsed, latencies
+
+
+def _percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _worker(zconfig, kind, args, barrier, results):
+    """A client process of the concurrent and conflicts workloads."""
+    import ZODB.config
+    db = ZODB.config.databaseFromString(zconfig)
+    try:
+        conn = db.open()
+        conn.root()  # connected and loaded before the clock starts
+        conn.close()
+        barrier.wait(120)
+        start = time.perf_counter()
+        if kind == "small":
+            key, t, first, count = args
+            runSmall(db, t, key, first, count)
+            conflicts = 0
+        else:
+            t, = args
+            conflicts = _increments(db, t)
+        results.put((time.perf_counter() - start, conflicts))
+    except Exception as e:
+        results.put((None, repr(e)))
+    finally:
+        db.close()
+
+
+def _increments(db, t):
+    """Increment the shared Length and the plain counter, T times each."""
+    conflicts = 0
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    for i in range(t):
+        while True:
+            try:
+                root = conn.root()
+                root["length"].change(1)
+                if i % 2:
+                    root["counter"].value += 1
+                tm.commit()
+                break
+            except ConflictError:
+                conflicts += 1
+                tm.abort()
+    conn.close()
+    return conflicts
+
+
+def runProcesses(target, kind, argsFor, count):
+    """Run C{count} client processes at once; returns (elapsed, conflicts)."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(count)
+    results = ctx.Queue()
+    processes = [ctx.Process(target=_worker, args=(
+        target.zconfig(), kind, argsFor(i), barrier, results))
+        for i in range(count)]
+    for p in processes:
+        p.start()
+    outcomes = [results.get(timeout=600) for _ in processes]
+    for p in processes:
+        p.join(60)
+    for elapsed, extra in outcomes:
+        if elapsed is None:
+            raise RuntimeError(f"a client process failed: {extra}")
+    return (max(e for e, _ in outcomes), sum(c for _, c in outcomes))
+
+
+def runLarge(target, db, size, key):
+    data = os.urandom(size)
+    conn = db.open()
+    start = time.perf_counter()
+    conn.root()[key] = Blob(data)
+    _commit()
+    write = size / 1e6 / (time.perf_counter() - start)
+    conn.close()
+    if not target.shared:
+        db.close()  # only one DB may open it at a time
+    other = target.open()
+    try:
+        conn = other.open()
+        start = time.perf_counter()
+        assert len(conn.root()[key].data) == size
+        read = size / 1e6 / (time.perf_counter() - start)
+        conn.close()
+    finally:
+        other.close()
+    return write, read, (db if target.shared else target.open())
+
+
+class Results:
+    """Samples per (target, workload); summaries for the table and JSON."""
+
+    def __init__(self):
+        self.samples = {}
+        self.extra = {}
+
+    def add(self, target, workload, value, **extra):
+        self.samples.setdefault(target, {}).setdefault(workload, []).append(
+            value)
+        if extra:
+            self.extra.setdefault(target, {}).setdefault(workload, {}).update(
+                extra)
+
+    def summary(self, target, workload):
+        values = self.samples.get(target, {}).get(workload)
+        if not values:
+            return None
+        return {"median": statistics.median(values), "min": min(values),
+                "max": max(values), "samples": values,
+                **self.extra.get(target, {}).get(workload, {})}
+
+
+def runTarget(target, options, results, progress):
+    n, t, repeat = options.objects_count, options.transactions, options.repeat
+    name = target.name
+    db = target.open()
+    try:
+        for rep in range(repeat):
+            key = f"bench{rep}"
+            progress(name, "add", rep)
+            results.add(name, "add", runAdd(db, n, key))
+            progress(name, "update", rep)
+            results.add(name, "update", runUpdate(db, n, key))
+            progress(name, "cold_read", rep)
+            if not target.shared:
+                db.close()  # only one DB may open it at a time
+            cold, warm = runReads(target, n, key)
+            if not target.shared:
+                db = target.open()
+            results.add(name, "cold_read", cold)
+            results.add(name, "warm_read", warm)
+            progress(name, "small", rep)
+            rate, latencies = runSmall(db, t, key)
+            results.add(name, "small", rate,
+                        p50_ms=1000 * _percentile(latencies, .5),
+                        p99_ms=1000 * _percentile(latencies, .99))
+        if target.shared:
+            conn = db.open()
+            conn.root()["length"] = Length()
+            conn.root()["counter"] = Counter()
+            _commit()
+            conn.close()
+            for rep in range(repeat):
+                for c in options.clients:
+                    progress(name, f"concurrent C={c}", rep)
+                    per = max(1, n // c)
+                    elapsed, _ = runProcesses(
+                        target, "small",
+                        lambda i: (f"bench{rep}", t, i * per, per), c)
+                    results.add(name, f"concurrent_{c}", c * t / elapsed)
+                c = max(options.clients)
+                progress(name, f"conflicts C={c}", rep)
+                each = max(1, t // c)
+                elapsed, conflicts = runProcesses(
+                    target, "conflicts", lambda i: (each,), c)
+                results.add(name, "conflicts", c * each / elapsed,
+                            conflict_errors=conflicts, clients=c)
+        for size in options.large:
+            for rep in range(repeat):
+                progress(name, f"large {size >> 20} MiB", rep)
+                write, read, db = runLarge(target, db, size,
+                                           f"large{size}_{rep}")
+                results.add(name, f"large_write_{size >> 20}MiB", write)
+                results.add(name, f"large_read_{size >> 20}MiB", read)
+    finally:
+        db.close()
+
+
+def rows(options):
+    """The table's rows: (key in results, label, unit)."""
+    out = [("add", "add", "objects/s"), ("update", "update", "objects/s"),
+           ("cold_read", "cold_read", "objects/s"),
+           ("warm_read", "warm_read", "objects/s"),
+           ("small", "small", "txn/s")]
+    out += [(f"concurrent_{c}", f"concurrent C={c}", "txn/s")
+            for c in options.clients]
+    out.append(("conflicts", f"conflicts C={max(options.clients)}", "txn/s"))
+    for size in options.large:
+        mib = size >> 20
+        out.append((f"large_write_{mib}MiB", f"large write {mib} MiB", "MB/s"))
+        out.append((f"large_read_{mib}MiB", f"large read {mib} MiB", "MB/s"))
+    return out
+
+
+def _fmt(value):
+    if value is None:
+        return "n/a"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def formatTable(results, options, targets):
+    names = [t.name for t in targets]
+    header = ["workload", "unit"]
+    for name in names:
+        header.append(f"{name} median (min-max)")
+        if name != "neo":
+            header.append(f"neo/{name}")
+    lines = [header]
+    for key, label, unit in rows(options):
+        line = [label, unit]
+        neo = results.summary("neo", key)
+        for name in names:
+            s = results.summary(name, key)
+            if s is None:
+                line.append("n/a")
+            else:
+                cell = f"{_fmt(s['median'])} ({_fmt(s['min'])}-{_fmt(s['max'])})"
+                if key == "small" and "p50_ms" in s:
+                    cell += f" p50 {s['p50_ms']:.2f}ms p99 {s['p99_ms']:.2f}ms"
+                if key == "conflicts" and "conflict_errors" in s:
+                    cell += f" [{s['conflict_errors']} ConflictErrors]"
+                line.append(cell)
+            if name != "neo":
+                line.append(f"{neo['median'] / s['median']:.2f}x"
+                            if neo and s else "n/a")
+        lines.append(line)
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = []
+    for i, row in enumerate(lines):
+        text.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        if i == 0:
+            text.append("  ".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+# -- Memory mode ---------------------------------------------------------------
+
+def _rss(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+
+
+def runFill(target, options, log):
+    """Commit many objects in batches, sampling the storage nodes' memory."""
+    total, batch = options.objects_count, 10000
+    db = target.open()
+    lines = [f"{'objects':>10}  {'objects/s':>10}  " + "  ".join(
+        f"{name + ' RSS MiB':>16}" for name, _ in target.pids())]
+    samples = []
+    try:
+        conn = db.open()
+        tree = conn.root()["fill"] = OOBTree()
+        _commit()
+        done, start = 0, time.perf_counter()
+        while done < total:
+            t0 = time.perf_counter()
+            for i in range(done, min(total, done + batch)):
+                tree[i] = Item(i)
+            _commit()
+            conn.cacheMinimize()
+            done = min(total, done + batch)
+            rate = batch / (time.perf_counter() - t0)
+            rss = [_rss(pid) for _, pid in target.pids()]
+            samples.append({"objects": done, "rate": rate, "rss": rss})
+            if done % (total // 10 or batch) == 0 or done == total:
+                lines.append(f"{done:>10,}  {rate:>10,.0f}  " + "  ".join(
+                    f"{(r or 0) / 2**20:>16.1f}" for r in rss))
+                log(lines[-1])
+        elapsed = time.perf_counter() - start
+        conn.close()
+    finally:
+        db.close()
+    size = sum(os.path.getsize(os.path.join(d, f))
+               for d, _, files in os.walk(options.work) for f in files
+               if f.endswith((".db", ".db-wal", ".fs")))
+    lines.append(f"{total:,} objects in {elapsed:.1f} s; database size on disk"
+                 f" {size / 2**20:.1f} MiB")
+    return "\n".join(lines), {"samples": samples, "elapsed": elapsed,
+                              "database_bytes": size}
+
+
+# -- Command line --------------------------------------------------------------
+
+def parseArgs(argv):
+    parser = argparse.ArgumentParser(
+        prog="neo-bench", description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", default="SQLite",
+                        choices=["SQLite", "MySQL"],
+                        help="storage backend of the cluster started here")
+    parser.add_argument("--mysql", default="root@@127.0.0.1:3306",
+                        help="MySQL user and server for --adapter MySQL, as"
+                        " USER[:PASSWORD]@@HOST:PORT (databases neobench_*"
+                        " are created and dropped)")
+    parser.add_argument("--storages", type=int, default=1,
+                        help="storage nodes of the cluster started here")
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="replicas of the cluster started here")
+    parser.add_argument("--masters", default="1",
+                        help="a number of masters for the cluster started"
+                        " here (1), or the HOST:PORT addresses of a running"
+                        " cluster's masters (with --name)")
+    parser.add_argument("--name", help="cluster name of a running cluster")
+    parser.add_argument("--objects", type=int, default=1000, dest="objects_count",
+                        help="N, objects per workload (>= 100000: the memory"
+                        " mode, filling the cluster in batches) [1000]")
+    parser.add_argument("--transactions", type=int, default=500,
+                        help="T, transactions of the small workloads [500]")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="repetitions of each workload [3]")
+    parser.add_argument("--clients", default="1,2,4",
+                        help="client processes of the concurrent workload")
+    parser.add_argument("--large", default="1,16",
+                        help="sizes in MiB of the large records")
+    parser.add_argument("--compare", default="",
+                        help="reference storages: zeo, filestorage, or"
+                        " ZConfig files with a <zodb> section, separated by"
+                        " commas")
+    parser.add_argument("--json", help="where to write the results"
+                        " [bench-YYYYmmdd-HHMMSS.json]")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run that checks everything works")
+    options = parser.parse_args(argv)
+    if options.masters.isdigit():
+        if int(options.masters) != 1:
+            parser.error("a cluster started here has one master (several"
+                         " masters come with failover)")
+        options.master_nodes = None
+    else:
+        options.master_nodes = options.masters
+        if not options.name:
+            parser.error("--name is needed with the addresses of a running"
+                         " cluster")
+    if options.quick:
+        options.objects_count = min(options.objects_count, 100)
+        options.transactions = min(options.transactions, 20)
+        options.repeat = 1
+        options.clients = "1,2"
+        options.large = "1"
+    try:
+        options.clients = [int(c) for c in options.clients.split(",")]
+        options.large = [int(s) << 20 for s in options.large.split(",") if s]
+    except ValueError:
+        parser.error("--clients and --large take numbers separated by commas")
+    if options.storages < 1 or options.replicas < 0 or min(options.clients) < 1:
+        parser.error("--storages and --clients must be at least 1")
+    return options
+
+
+def main(argv=None):
+    options = parseArgs(sys.argv[1:] if argv is None else argv)
+    targets = [NEOTarget(options)]
+    for name in filter(None, options.compare.split(",")):
+        name = name.strip()
+        if name == "zeo":
+            targets.append(ZEOTarget())
+        elif name in ("filestorage", "fs"):
+            targets.append(FileStorageTarget())
+        elif os.path.exists(name):
+            targets.append(ConfigTarget(name))
+        else:
+            raise SystemExit(f"neo-bench: unknown reference storage {name!r}")
+    work = options.work = tempfile.mkdtemp(prefix="neo-bench-")
+    interactive = sys.stderr.isatty()
+
+    def log(message):
+        sys.stderr.write(("\r\x1b[K" if interactive else "") + message + "\n")
+        sys.stderr.flush()
+
+    def progress(target, workload, rep):
+        text = f"[{target}] {workload} ({rep + 1}/{options.repeat})"
+        if interactive:
+            sys.stderr.write("\r\x1b[K" + text)
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    results, report = Results(), {}
+    try:
+        for target in targets:
+            target.start(work, log)
+            try:
+                if options.objects_count >= 100000:
+                    table, report[target.name] = runFill(target, options, log)
+                    print(f"\n{target.name}:\n{table}")
+                    continue
+                runTarget(target, options, results, progress)
+            finally:
+                target.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if interactive:
+        sys.stderr.write("\r\x1b[K")
+    doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+           "options": {k: v for k, v in vars(options).items()
+                       if k not in ("work",)},
+           "results": {t.name: {key: results.summary(t.name, key)
+                                for key, _, _ in rows(options)}
+                       for t in targets},
+           "fill": report}
+    if options.objects_count < 100000:
+        print(f"N={options.objects_count} T={options.transactions}"
+              f" repeat={options.repeat}; NEO: {options.storages} storage(s)"
+              f" on {options.adapter}, {options.replicas} replica(s)")
+        print(formatTable(results, options, targets))
+    path = options.json or time.strftime("bench-%Y%m%d-%H%M%S.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2, default=str)
+    print(f"results written to {path}")
+
+
+if __name__ == "__main__":
+    main()
