@@ -439,3 +439,57 @@ class CommitTests(TransactionManagerTestCase):
         d = self.store(younger, A)
         self.tm.clear()
         self.failureResultOf(d, TransactionNotFound)
+
+
+class SerialCacheTests(TransactionManagerTestCase):
+    """Conflict checks answered from memory, without a database query."""
+
+    def test_newOidAboveMax(self):
+        """An oid above the greatest one stored is new: no query."""
+        self.tm.resetSerials(0xA)
+        self.assertIsNone(self.successResultOf(
+            self.store(self.begin(T1), p64(0xB), serial=p64(0))))
+        self.assertEqual(self.db.callsOf("lastSerial"), [])
+
+    def test_oidBelowMaxQueried(self):
+        """An oid not above the greatest stored is looked up once."""
+        self.tm.resetSerials(0xB)
+        txn = self.begin(T1)
+        self.assertIsNone(self.successResultOf(self.store(txn, A)))
+        self.successResultOf(self.tm.abort(T1))
+        self.assertIsNone(self.successResultOf(self.store(self.begin(T2), A)))
+        self.assertEqual(self.db.callsOf("lastSerial"), [(PARTITION, 0xA)])
+
+    def test_commitRemembered(self):
+        """After a commit, the next store of the oid is checked against
+        the new serial from memory: a stale serial conflicts."""
+        self.tm.resetSerials(0xB)
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A))
+        self.commit(txn, 7)
+        calls = len(self.db.callsOf("lastSerial"))
+        self.assertEqual(self.successResultOf(self.store(self.begin(T2), A)),
+                         S7)
+        self.assertIsNone(self.successResultOf(
+            self.store(self.begin(T3), A, serial=S7)))
+        self.assertEqual(len(self.db.callsOf("lastSerial")), calls)
+
+    def test_maxOidGrows(self):
+        """A committed oid above the maximum raises it."""
+        self.tm.resetSerials(0x1)
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, serial=p64(0)))
+        self.commit(txn, 7)
+        self.assertEqual(self.tm.maxOid, 0xA)
+
+    def test_clearForgets(self):
+        """clear() forgets the serials (the database may change)."""
+        self.tm.resetSerials(0xB)
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A))
+        self.commit(txn, 7)
+        self.tm.clear()
+        self.assertIsNone(self.tm.maxOid)
+        self.db.serials[0xA] = 9
+        self.assertEqual(self.successResultOf(self.store(self.begin(T2), A)),
+                         p64(9))

@@ -268,6 +268,8 @@ class MasterHandler(MasterViewHandler):
         self.node.txns.clear()
         # Locked transactions are committed; the others never will be.
         yield self.db.finishRecovery()
+        _, lastOid = yield self.db.lastIds()
+        self.node.txns.resetSerials(-1 if lastOid is None else lastOid)
         self.node.operational = True
         self.node.log.info("operational")
         return {}

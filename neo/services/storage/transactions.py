@@ -14,6 +14,8 @@ commits.  A client votes only once every store and relock is answered, so
 a vote never waits for a lock, and every chain of waits ends.
 """
 
+from collections import OrderedDict
+
 from twisted.internet import defer
 
 from neo.lib.ids import p64, u64
@@ -53,6 +55,11 @@ class TransactionManager:
         """
         self._db = db
         self._notifyDeadlock = notifyDeadlock
+        # Last committed serials, to check stores without asking the
+        # database: an LRU of recent ones, and the greatest oid stored
+        # (any greater oid is new).  None: unknown, ask the database.
+        self._serials = OrderedDict()
+        self.maxOid = None
         self._txns = {}
         self._locks = {}
         self._lockWaiters = {}
@@ -114,14 +121,45 @@ class TransactionManager:
                 del self._readLocks[oid]
                 self._wake(self._readWaiters, oid)
 
+    #: Serials remembered for conflict checks.
+    SERIALS = 200000
+
+    def resetSerials(self, maxOid):
+        """The database changed behind us: forget what we knew of it."""
+        self._serials.clear()
+        self.maxOid = maxOid
+
+    def _remember(self, oid, serial):
+        self._serials[oid] = serial
+        self._serials.move_to_end(oid)
+        if len(self._serials) > self.SERIALS:
+            self._serials.popitem(last=False)
+
+    def _lastSerial(self, partition, oid):
+        """The last committed serial of C{oid} (8 bytes), or None."""
+        serial = self._serials.get(oid, False)
+        if serial is not False:
+            self._serials.move_to_end(oid)
+            return defer.succeed(serial)
+        if self.maxOid is not None and u64(oid) > self.maxOid:
+            return defer.succeed(None)
+        d = self._db.lastSerial(partition, u64(oid))
+
+        def found(last):
+            # Safe to remember: we hold the lock, nothing commits oid now.
+            last = None if last is None else p64(last)
+            self._remember(oid, last)
+            return last
+        return d.addCallback(found)
+
     @defer.inlineCallbacks
     def _check(self, txn, oid, partition, serial):
         """Lock C{oid}; return the last serial if it is not C{serial}."""
         yield self._acquire(txn, oid)
-        last = yield self._db.lastSerial(partition, u64(oid))
-        if last is not None and p64(last) != serial:
+        last = yield self._lastSerial(partition, oid)
+        if last is not None and last != serial:
             self._release(txn, oid)
-            return p64(last)
+            return last
         return None
 
     # -- First phase ---------------------------------------------------------
@@ -215,6 +253,13 @@ class TransactionManager:
             return
         try:
             yield self._db.unlockTransaction(u64(ttid))
+            if not txn.aborted:
+                # Before the locks go: the next check of these oids must
+                # see this commit.
+                for oid in txn.stores:
+                    self._remember(oid, txn.tid)
+                    if self.maxOid is not None and u64(oid) > self.maxOid:
+                        self.maxOid = u64(oid)
         finally:
             # clear() may have forgotten it meanwhile (master lost).
             if self._txns.get(ttid) is txn:
@@ -243,6 +288,7 @@ class TransactionManager:
         """Forget everything in memory (the temporary tables stay)."""
         txns = list(self._txns.values())
         self._txns.clear()
+        self.resetSerials(None)
         # Mark them all first: releasing wakes waiters, which must not take
         # a lock for a transaction about to be forgotten.
         for txn in txns:
