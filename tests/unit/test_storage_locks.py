@@ -295,8 +295,8 @@ class VoteTests(TransactionManagerTestCase):
         self.assertEqual(sorted(objects), [(PARTITION, 0xA, 0, b"a"),
                                            (PARTITION, 0xB, 0, b"b")])
         self.assertTrue(txn.voted)
-        # The data is not kept in memory once in the database.
-        self.assertEqual(txn.stores[A], (PARTITION, S5, None, None))
+        # The data stays until unlock, to remember it as the latest.
+        self.assertEqual(txn.stores[A], (PARTITION, S5, 0, b"a"))
 
     def test_voteWithoutStores(self):
         """A transaction with nothing stored here still votes its metadata."""
@@ -493,3 +493,40 @@ class SerialCacheTests(TransactionManagerTestCase):
         self.db.serials[0xA] = 9
         self.assertEqual(self.successResultOf(self.store(self.begin(T2), A)),
                          p64(9))
+
+
+class LatestRecordsTests(TransactionManagerTestCase):
+    """The latest revisions a storage node keeps in memory."""
+
+    def test_commitRemembered(self):
+        """A commit leaves its records as the latest revisions."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"new"))
+        generation = self.tm.records.generation
+        self.commit(txn, 7)
+        self.assertEqual(self.tm.records.get(A), (S7, 0, b"new"))
+        self.assertEqual(self.tm.records.get(A, before=p64(8)),
+                         (S7, 0, b"new"))
+        self.assertIsNone(self.tm.records.get(A, before=S7))
+        self.assertIsNone(self.tm.records.get(A, serial=S5))
+        self.assertGreater(self.tm.records.generation, generation)
+
+    def test_bounded(self):
+        """Beyond its size, the least recently used records go."""
+        from neo.services.storage.cache import LatestRecords
+        records = LatestRecords(10)
+        records.put(A, S5, 0, b"12345")
+        records.put(B, S5, 0, b"12345")
+        records.get(A)
+        records.put(p64(0xC), S5, 0, b"123")
+        self.assertIsNone(records.get(B))
+        self.assertIsNotNone(records.get(A))
+        self.assertEqual(records.size, 8)
+
+    def test_resetForgets(self):
+        """resetSerials forgets the records too."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A))
+        self.commit(txn, 7)
+        self.tm.resetSerials(None)
+        self.assertIsNone(self.tm.records.get(A))

@@ -372,10 +372,22 @@ class ClientHandler(amp.CommandLocator):
     def askObject(self, oid, serial=None, before=None):
         self._client()
         partition = self.node.partitionOf(oid)
-        yield self.node.txns.readable(oid)
+        txns = self.node.txns
+        yield txns.readable(oid)
+        records = txns.records
+        hit = records.get(oid, serial, before)
+        if hit is not None:
+            tid, compression, data = hit
+            return {"serial": tid, "nextSerial": None,
+                    "compression": compression, "data": data or b"",
+                    "deleted": data is None}
+        generation = records.generation
         tid, nextTid, compression, data, deleted = yield self.node.db.load(
             partition, u64(oid), None if serial is None else u64(serial),
             None if before is None else u64(before))
+        if nextTid is None and records.generation == generation:
+            # The current revision, and nothing committed meanwhile.
+            records.put(oid, p64(tid), compression, None if deleted else data)
         return {"serial": p64(tid),
                 "nextSerial": None if nextTid is None else p64(nextTid),
                 "compression": compression, "data": data, "deleted": deleted}

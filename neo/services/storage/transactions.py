@@ -19,6 +19,7 @@ from collections import OrderedDict
 from twisted.internet import defer
 
 from neo.lib.ids import p64, u64
+from neo.services.storage.cache import LatestRecords
 from neo.protocols.errors import TransactionNotFound
 
 
@@ -60,6 +61,7 @@ class TransactionManager:
         # (any greater oid is new).  None: unknown, ask the database.
         self._serials = OrderedDict()
         self.maxOid = None
+        self.records = LatestRecords()
         self._txns = {}
         self._locks = {}
         self._lockWaiters = {}
@@ -127,6 +129,7 @@ class TransactionManager:
     def resetSerials(self, maxOid):
         """The database changed behind us: forget what we knew of it."""
         self._serials.clear()
+        self.records.clear()
         self.maxOid = maxOid
 
     def _remember(self, oid, serial):
@@ -228,9 +231,6 @@ class TransactionManager:
         except Exception:
             self.abort(txn.ttid)
             raise
-        # The data is in the database now.
-        txn.stores = {oid: v[:2] + (None, None)
-                      for oid, v in txn.stores.items()}
 
     # -- Second phase --------------------------------------------------------
 
@@ -254,10 +254,12 @@ class TransactionManager:
         try:
             yield self._db.unlockTransaction(u64(ttid))
             if not txn.aborted:
-                # Before the locks go: the next check of these oids must
-                # see this commit.
-                for oid in txn.stores:
+                # Before the locks go: the next check or load of these
+                # oids must see this commit.
+                self.records.generation += 1
+                for oid, (_, _, compression, data) in txn.stores.items():
                     self._remember(oid, txn.tid)
+                    self.records.put(oid, txn.tid, compression, data)
                     if self.maxOid is not None and u64(oid) > self.maxOid:
                         self.maxOid = u64(oid)
         finally:
