@@ -174,7 +174,7 @@ class ZEOTarget(Target):
 
     def start(self, work, log):
         try:
-            import ZEO  # noqa: F401
+            import ZEO  # noqa: F401  (only checks it is installed)
         except ImportError:
             raise SystemExit("neo-bench: --compare zeo needs ZEO"
                              " (pip install ZEO)")

@@ -53,8 +53,13 @@ class ClientTransaction:
         self.resolved = set()
         self.involved = set()
         self.outstanding = []
+        #: Stores not yet written to their connection.
+        self.unsent = 0
         self.protos = {}
         self.voting = False
+        self.aborted = False
+        self.begun = None
+        self.beginWaiters = []
         self.error = None
 
 
@@ -276,12 +281,47 @@ class ClientApp(ClusterView):
         master = yield self.connected()
         return (yield master.ask(c.AskNewOIDs, count=count))["oids"]
 
-    @defer.inlineCallbacks
     def begin(self, txn, tid=None):
+        """
+        Ask the master for the transaction's temporary TID.  Stores sent
+        meanwhile wait for it (L{whenBegun}): ZODB's thread need not.
+        """
+        txn.begun = defer.Deferred()
+        txn.beginWaiters = []
+        d = self._begin(txn, tid)
+        d.addErrback(self._beginFailed, txn)
+        return d
+
+    @defer.inlineCallbacks
+    def _begin(self, txn, tid):
         master = yield self.connected()
-        txn.ttid = (yield master.ask(c.AskBeginTransaction, tid=tid))["ttid"]
+        ttid = (yield master.ask(c.AskBeginTransaction, tid=tid))["ttid"]
+        txn.ttid = ttid
         txn.master = master
-        self._txnByTtid[txn.ttid] = txn
+        if txn.aborted:
+            master.notify(c.AbortTransaction, ttid=ttid)
+        else:
+            self._txnByTtid[ttid] = txn
+        waiters, txn.beginWaiters = txn.beginWaiters, None
+        for d in waiters:
+            d.callback(ttid)
+
+    def _beginFailed(self, failure, txn):
+        txn.error = txn.error or f"cannot begin: {failure.getErrorMessage()}"
+        waiters, txn.beginWaiters = txn.beginWaiters, None
+        for d in waiters:
+            d.errback(failure)
+        return failure
+
+    def whenBegun(self, txn):
+        """A Deferred of the temporary TID."""
+        if txn.beginWaiters is None:
+            if txn.ttid is None:
+                return defer.fail(ClusterError(txn.error))
+            return defer.succeed(txn.ttid)
+        d = defer.Deferred()
+        txn.beginWaiters.append(d)
+        return d
 
     def _writable(self, oid):
         return self.pt.writable(self.pt.partitionOf(oid), self._running())
@@ -297,6 +337,16 @@ class ClientApp(ClusterView):
     def _send(self, txn, oid, serial, command, conflicts, **kwargs):
         # Called through callFromThread: an exception here would be lost,
         # and the store with it, so every failure is recorded in txn.
+        txn.unsent += 1
+        if txn.ttid is None:
+            # Begin in progress (maybe reconnecting): route once begun.
+            txn.unsent -= 1
+            d = self.whenBegun(txn)
+            d.addCallback(lambda _: self._send(txn, oid, serial, command,
+                                               conflicts, **kwargs))
+            d.addErrback(self._storeFailed, txn, None)
+            txn.outstanding.append(d)
+            return
         try:
             nids = self._writable(oid)
         except Exception as e:
@@ -304,6 +354,7 @@ class ClientApp(ClusterView):
             txn.error = txn.error or f"cannot store object {u64(oid)}: {e}"
         if not nids:
             txn.error = txn.error or f"no storage node for object {u64(oid)}"
+        txn.unsent += len(nids) - 1
         for nid in nids:
             txn.involved.add(nid)
             d = self.getStorage(nid)
@@ -315,6 +366,7 @@ class ClientApp(ClusterView):
             txn.outstanding.append(d)
 
     def _sendTo(self, proto, txn, nid, command, **kwargs):
+        txn.unsent -= 1
         # Stores of a transaction must all reach a node on one connection:
         # a node forgets the unvoted transactions of a lost connection.
         if txn.protos.setdefault(nid, proto) is not proto:
@@ -373,17 +425,42 @@ class ClientApp(ClusterView):
         to resolve, returns them (as L{waitStores}) without voting: the
         caller resolves them, stores again and calls again.
         """
+        yield self.whenBegun(txn)
+        running = self._running()
+        metaNids = self.pt.writable(self.pt.partitionOf(txn.ttid), running)
+        nids = txn.involved | set(metaNids)
+        oids = list(txn.data)
+        if len(nids) == 1 and not txn.error and not txn.unsent:
+            # One node only: vote right behind the stores, in the same
+            # round trip.  Deadlock notifications are still honoured until
+            # the vote is answered: the node votes only once every store
+            # and relock is settled, and did not conflict.
+            nid, = nids
+            proto = yield self.getStorage(nid)
+            if txn.protos.setdefault(nid, proto) is not proto:
+                raise ClusterError(f"the connection to {formatNid(nid)} was"
+                                   " lost during the transaction")
+            d = proto.ask(c.VoteTransaction, ttid=txn.ttid, user=user,
+                          description=description, extension=extension,
+                          oids=oids if nid in metaNids else None,
+                          pipelined=True)
+            conflicts = yield self.waitStores(txn)
+            answer = yield d
+            if answer["voted"]:
+                txn.voting = True
+                return {}, {}
+            if conflicts[0] or conflicts[1]:
+                return conflicts
+            # Conflicts of relocks answered after the stores: again.
+            return (yield self.vote(txn, user, description, extension))
         conflicts = yield self.waitStores(txn)
         if conflicts[0] or conflicts[1]:
             return conflicts
         # From now on, deadlock notifications are ignored: every store is
         # answered, so we hold all our locks and the votes cannot wait.
         txn.voting = True
-        running = self._running()
-        metaNids = self.pt.writable(self.pt.partitionOf(txn.ttid), running)
-        oids = list(txn.data)
         calls = []
-        for nid in sorted(txn.involved | set(metaNids)):
+        for nid in sorted(nids):
             proto = yield self.getStorage(nid)
             if nid in txn.protos and txn.protos[nid] is not proto:
                 raise ClusterError(f"the connection to {formatNid(nid)} was"
@@ -432,8 +509,9 @@ class ClientApp(ClusterView):
         return tid
 
     def abort(self, txn):
+        txn.aborted = True
         if txn.ttid is None:
-            return
+            return  # _begin tells the master when the ttid arrives.
         self._txnByTtid.pop(txn.ttid, None)
         for nid in set(txn.protos) | txn.involved:
             proto = self._storages.get(nid)

@@ -125,9 +125,14 @@ class StopOperation(Notification):
 
 
 class AskLockInformation(Command):
-    """Second phase: lock the voted transaction under its final TID."""
+    """
+    Second phase: lock the voted transaction under its final TID.  With
+    C{final} (the node is the transaction's only participant), also unlock
+    it: no L{NotifyUnlockInformation} follows.
+    """
 
-    arguments = [(b"ttid", Tid()), (b"tid", Tid())]
+    arguments = [(b"ttid", Tid()), (b"tid", Tid()),
+                 (b"final", amp.Boolean(optional=True))]
 
 
 class NotifyUnlockInformation(Notification):
@@ -224,7 +229,12 @@ class VoteTransaction(Command):
                  (b"user", BigBytes(optional=True)),
                  (b"description", BigBytes(optional=True)),
                  (b"extension", BigBytes(optional=True)),
-                 (b"oids", OidList(optional=True))]
+                 (b"oids", OidList(optional=True)),
+                 (b"pipelined", amp.Boolean(optional=True))]
+    #: With C{pipelined} (a transaction on this node only, sent right after
+    #: its stores), the node first waits for the stores and relocks in
+    #: progress, and does not vote (C{voted} false) if one conflicted.
+    response = [(b"voted", amp.Boolean(optional=True))]
 
 
 class AskObject(Command):

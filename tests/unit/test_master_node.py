@@ -177,6 +177,7 @@ class FakeStorage(FakeNode):
         self.lastOid = lastOid
         self.holdLocks = holdLocks
         self.held = {}
+        self.finals = []
         self.holdVerification = False
 
     def release(self, ttid):
@@ -218,8 +219,9 @@ class FakeStorage(FakeNode):
         return self.record("StopOperation")
 
     @c.AskLockInformation.responder
-    def askLockInformation(self, ttid, tid):
+    def askLockInformation(self, ttid, tid, final=False):
         self.record("AskLockInformation", ttid=ttid, tid=tid)
+        self.finals.append((ttid, final))
         if self.holdLocks:
             d = self.held[ttid] = defer.Deferred()
             return d
@@ -917,16 +919,30 @@ class TransactionTests(MasterTestCase):
                              [{"ttid": ttid}])
         self.assertEqual(len(self.master.transactions), 0)
 
-    def test_uninvolvedStorageNotUnlocked(self):
-        """Only the storage nodes that locked are told to unlock."""
+    def test_singleParticipantLocksFinal(self):
+        """A storage node that is the only participant locks and unlocks
+        at once (final lock): no unlock follows; others are not told."""
         ttid = self.begin()
         mine = holder(ttid)
         self.successResultOf(self.finish(ttid, oids=onStorage(mine, 1)))
-        self.assertEqual(
-            self.storagePeer(mine).fake.named("NotifyUnlockInformation"),
-            [{"ttid": ttid}])
+        fake = self.storagePeer(mine).fake
+        self.assertEqual(fake.finals, [(ttid, True)])
+        self.assertEqual(fake.named("NotifyUnlockInformation"), [])
         self.assertEqual(self.storagePeer(other(mine)).fake.named(
             "NotifyUnlockInformation"), [])
+        self.assertEqual(self.storagePeer(other(mine)).fake.finals, [])
+
+    def test_severalParticipantsUnlocked(self):
+        """With two participants, both lock (not final), then unlock."""
+        ttid = self.begin()
+        mine = holder(ttid)
+        self.successResultOf(self.finish(
+            ttid, oids=onStorage(mine, 1) + onStorage(other(mine), 1)))
+        for nid in (mine, other(mine)):
+            fake = self.storagePeer(nid).fake
+            self.assertEqual(fake.finals, [(ttid, False)])
+            self.assertEqual(fake.named("NotifyUnlockInformation"),
+                             [{"ttid": ttid}])
 
     def test_noInvalidationWithoutOids(self):
         """A commit storing no object invalidates nothing."""

@@ -479,9 +479,14 @@ class MasterNode(BaseNode):
         if oids:
             self.lastOid = max(self.lastOid, max(u64(o) for o in oids))
         self.transactions.finishing(txn, tid, oids, involved)
+        # A single participant locks and unlocks in one step.
+        final = len(involved) == 1
+        if final:
+            txn.unlocked = involved
         for nid in involved:
             proto = self.nodes.get(nid).proto
-            d = proto.ask(c.AskLockInformation, ttid=ttid, tid=p64(tid))
+            d = proto.ask(c.AskLockInformation, ttid=ttid, tid=p64(tid),
+                          final=final)
             d.addCallbacks(self._locked, self._lockFailed,
                            callbackArgs=(txn, nid), errbackArgs=(txn, nid))
         return txn.finished
@@ -509,7 +514,7 @@ class MasterNode(BaseNode):
                         and txn.oids:
                     node.proto.notify(c.InvalidateObjects, tid=tid,
                                       oids=txn.oids)
-            for nid in txn.involved:
+            for nid in txn.involved - txn.unlocked:
                 node = self.nodes.get(nid)
                 if node is not None and node.proto is not None:
                     node.proto.notify(c.NotifyUnlockInformation,

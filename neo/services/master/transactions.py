@@ -24,6 +24,8 @@ class MasterTransaction:
         self.oids = []
         self.locking = set()
         self.involved = set()
+        #: Nodes that unlocked with the lock (single participant).
+        self.unlocked = set()
         self.finished = defer.Deferred()
 
 

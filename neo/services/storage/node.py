@@ -285,8 +285,9 @@ class MasterHandler(MasterViewHandler):
         return {}
 
     @c.AskLockInformation.responder
-    def askLockInformation(self, ttid, tid):
-        return self.node.txns.lock(ttid, tid).addCallback(lambda _: {})
+    def askLockInformation(self, ttid, tid, final=False):
+        d = self.node.txns.lock(ttid, tid, final)
+        return d.addCallback(lambda _: {})
 
     @c.NotifyUnlockInformation.responder
     def notifyUnlockInformation(self, ttid):
@@ -330,36 +331,45 @@ class ClientHandler(amp.CommandLocator):
     @c.StoreObject.responder
     def storeObject(self, ttid, oid, serial, compression, data):
         client = self._client()
-        txn = self.node.txns.get(ttid, client.nid, create=True)
-        d = self.node.txns.store(txn, self.node.partitionOf(oid), oid, serial,
-                                 compression, data)
+        txns = self.node.txns
+        txn = txns.get(ttid, client.nid, create=True)
+        d = txns.track(txn, txns.store(txn, self.node.partitionOf(oid), oid,
+                                       serial, compression, data))
         return d.addCallback(lambda conflict: {"conflict": conflict})
 
     @c.CheckCurrentSerial.responder
     def checkCurrentSerial(self, ttid, oid, serial):
         client = self._client()
-        txn = self.node.txns.get(ttid, client.nid, create=True)
-        d = self.node.txns.checkCurrent(txn, self.node.partitionOf(oid), oid,
-                                        serial)
+        txns = self.node.txns
+        txn = txns.get(ttid, client.nid, create=True)
+        d = txns.track(txn, txns.checkCurrent(
+            txn, self.node.partitionOf(oid), oid, serial))
         return d.addCallback(lambda conflict: {"conflict": conflict})
 
     @c.RelockObject.responder
     def relockObject(self, ttid, oid):
         client = self._client()
-        d = self.node.txns.relock(self.node.txns.get(ttid, client.nid), oid)
+        txns = self.node.txns
+        txn = txns.get(ttid, client.nid)
+        d = txns.track(txn, txns.relock(txn, oid))
         return d.addCallback(lambda conflict: {"conflict": conflict})
 
     @c.VoteTransaction.responder
+    @defer.inlineCallbacks
     def voteTransaction(self, ttid, user=None, description=None,
-                        extension=None, oids=None):
+                        extension=None, oids=None, pipelined=False):
         client = self._client()
-        txn = self.node.txns.get(ttid, client.nid, create=True)
+        txns = self.node.txns
+        txn = txns.get(ttid, client.nid, create=True)
+        conflicted = yield txns.settle(txn)
+        if pipelined and conflicted:
+            return {"voted": False}
         metadata = None
         if oids is not None:
             metadata = (user or b"", description or b"", extension or b"",
                         b"".join(oids))
-        d = self.node.txns.vote(txn, self.node.partitionOf(ttid), metadata)
-        return d.addCallback(lambda _: {})
+        yield txns.vote(txn, self.node.partitionOf(ttid), metadata)
+        return {"voted": True}
 
     @c.AbortTransaction.responder
     def abortTransaction(self, ttid):

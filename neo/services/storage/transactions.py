@@ -17,6 +17,7 @@ a vote never waits for a lock, and every chain of waits ends.
 from collections import OrderedDict
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from neo.lib.ids import p64, u64
 from neo.services.storage.cache import LatestRecords
@@ -38,6 +39,10 @@ class StorageTransaction:
         self.stores = {}
         self.checked = {}
         self.notified = set()
+        #: Stores, checks and relocks in progress.
+        self.pending = set()
+        #: One of them answered a conflict since the last vote attempt.
+        self.conflicted = False
         self.voted = False
         self.tid = None
         self.aborted = False
@@ -234,9 +239,35 @@ class TransactionManager:
 
     # -- Second phase --------------------------------------------------------
 
+    def track(self, txn, d):
+        """Count an operation of the transaction as in progress until done,
+        noting a conflict it answers."""
+        txn.pending.add(d)
+
+        def done(result):
+            txn.pending.discard(d)
+            if result is not None and not isinstance(result, Failure):
+                txn.conflicted = True
+            return result
+        return d.addBoth(done)
+
     @defer.inlineCallbacks
-    def lock(self, ttid, tid):
-        """Lock the transaction under its final TID (durably)."""
+    def settle(self, txn):
+        """
+        Wait for the operations of the transaction in progress; returns
+        whether one conflicted (and forgets it).
+        """
+        while txn.pending:
+            yield defer.DeferredList(list(txn.pending))
+        conflicted, txn.conflicted = txn.conflicted, False
+        return conflicted
+
+    @defer.inlineCallbacks
+    def lock(self, ttid, tid, final=False):
+        """
+        Lock the transaction under its final TID (durably); with C{final},
+        unlock it as well (it has no other participant).
+        """
         txn = self._txns.get(ttid)
         if txn is None:
             return  # Nothing of it here (e.g. it only had checks elsewhere).
@@ -244,6 +275,8 @@ class TransactionManager:
         for oid in txn.stores:
             self._readLocks[oid] = txn
         yield self._db.lockTransaction(u64(ttid), u64(tid))
+        if final:
+            yield self.unlock(ttid)
 
     @defer.inlineCallbacks
     def unlock(self, ttid):
