@@ -173,9 +173,8 @@ class ZEOTarget(Target):
     name = "zeo"
 
     def start(self, work, log):
-        try:
-            import ZEO  # noqa: F401  (only checks it is installed)
-        except ImportError:
+        import importlib.util
+        if importlib.util.find_spec("ZEO") is None:
             raise SystemExit("neo-bench: --compare zeo needs ZEO"
                              " (pip install ZEO)")
         directory = os.path.join(work, "zeo")

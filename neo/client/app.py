@@ -299,9 +299,10 @@ class ClientApp(ClusterView):
         txn.ttid = ttid
         txn.master = master
         if txn.aborted:
+            # Aborted while we waited: nothing of it may reach a storage.
             master.notify(c.AbortTransaction, ttid=ttid)
-        else:
-            self._txnByTtid[ttid] = txn
+            raise ClusterError("the transaction was aborted")
+        self._txnByTtid[ttid] = txn
         waiters, txn.beginWaiters = txn.beginWaiters, None
         for d in waiters:
             d.callback(ttid)
@@ -367,6 +368,8 @@ class ClientApp(ClusterView):
 
     def _sendTo(self, proto, txn, nid, command, **kwargs):
         txn.unsent -= 1
+        if txn.aborted:
+            raise ClusterError("the transaction was aborted")
         # Stores of a transaction must all reach a node on one connection:
         # a node forgets the unvoted transactions of a lost connection.
         if txn.protos.setdefault(nid, proto) is not proto:
@@ -444,8 +447,18 @@ class ClientApp(ClusterView):
                           description=description, extension=extension,
                           oids=oids if nid in metaNids else None,
                           pipelined=True)
-            conflicts = yield self.waitStores(txn)
-            answer = yield d
+            # An errback in this same turn: AMP drops the connection when an
+            # error answer finds none.
+            voted = []
+            d.addBoth(voted.append)
+            try:
+                conflicts = yield self.waitStores(txn)
+            finally:
+                if not voted:
+                    yield d
+            answer = voted[0]
+            if isinstance(answer, Failure):
+                answer.raiseException()
             if answer["voted"]:
                 txn.voting = True
                 return {}, {}

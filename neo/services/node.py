@@ -7,7 +7,6 @@ link to the primary master, and the L{BaseNode} they hang from.
 import os
 
 from twisted.application import service
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import clientFromString, serverFromString
 from zope.interface import implementer
@@ -193,45 +192,121 @@ class ProtocolFactory(protocol.Factory):
         return proto
 
 
-class MasterLinkService(ClientService):
+class MasterLinkService(service.Service):
     """
     Keeps a connection to the primary master: connects (to each known
-    master in turn), identifies, and reconnects with backoff when the link
-    is lost.  The node is told through C{node.masterIdentified(proto,
-    answer)} and C{node.masterLost(proto)}.  A refusal for a protocol
-    error (wrong cluster name or protocol version) is fatal to the node.
+    master in turn), identifies, and reconnects with backoff when the
+    connection fails or is lost.  The node is told through
+    C{node.masterIdentified(proto, answer)} (which may return a Deferred)
+    and C{node.masterLost(proto)}.  A refusal for a protocol error (wrong
+    cluster name or protocol version) is fatal to the node.
     """
+
+    initialDelay = 0.2
+    factor = 1.5
 
     def __init__(self, node, reactor, masters, maxDelay=2.0):
         self._node = node
-        factory = ProtocolFactory(node.makeMasterHandler, node.masterLost)
-        super().__init__(
-            RoundRobinEndpoint(reactor, masters), factory,
-            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=maxDelay),
-            clock=reactor, prepareConnection=self._identify)
+        self._reactor = reactor
+        self._endpoint = RoundRobinEndpoint(reactor, masters)
+        self._maxDelay = maxDelay
+        self._delay = self.initialDelay
+        self._proto = None
+        self._retry = None
+        self._attempt = None
+        self._waiting = []
+
+    def startService(self):
+        super().startService()
+        self._connect()
+
+    def stopService(self):
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._attempt is not None:
+            self._attempt.cancel()
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(NotReady("the master link is stopped"))
+        if self._proto is not None:
+            closed = self._proto.whenDisconnected()
+            self._proto.close()
+            return closed
+
+    def whenConnected(self) -> defer.Deferred:
+        """The identified connection to the master (when there is one)."""
+        if self._proto is not None:
+            return defer.succeed(self._proto)
+        if not self.running:
+            return defer.fail(NotReady("the master link is stopped"))
+        d = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+    def _connect(self):
+        self._retry = None
+        if not self.running:
+            return
+        factory = ProtocolFactory(self._node.makeMasterHandler, self._lost)
+        d = self._attempt = self._endpoint.connect(factory)
+        d.addCallback(self._identify)
+        d.addCallbacks(self._identified, self._failed)
 
     def _identify(self, proto):
         node = self._node
-        proto = proto.unwrapped
         d = proto.ask(commands.Identify,
                       protocolVersion=commands.PROTOCOL_VERSION,
                       cluster=node.cluster, nodeType=node.nodeType.value,
                       nid=node.nid, address=node.listenAddress())
         d.addCallbacks(lambda answer: node.masterIdentified(proto, answer),
                        self._refused, errbackArgs=(proto,))
-        return d
+
+        def closed(failure):
+            proto.close()
+            return failure
+        return d.addCallbacks(lambda _: proto, closed)
 
     def _refused(self, failure, proto):
+        proto.close()
         if failure.check(ProtocolError):
             self._node.fatal(f"the master refused this node: {failure.value}")
         elif failure.check(NotReady):
             self._node.log.info("master not ready: {reason}",
                                 reason=str(failure.value))
-        else:
-            self._node.log.warn("identification to master failed: {reason}",
-                                reason=failure.getErrorMessage())
-        proto.close()
         return failure
+
+    def _identified(self, proto):
+        self._attempt = None
+        if not self.running or not proto.connected:
+            proto.close()
+            return
+        self._proto = proto
+        self._delay = self.initialDelay
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(proto)
+
+    def _failed(self, failure):
+        self._attempt = None
+        if failure.check(defer.CancelledError) or not self.running:
+            return
+        if not failure.check(NotReady, ProtocolError):
+            self._node.log.info("cannot reach the master: {reason}",
+                                reason=failure.getErrorMessage())
+        self._scheduleRetry()
+
+    def _lost(self, proto):
+        if proto is self._proto:
+            self._proto = None
+            self._node.masterLost(proto)
+            self._scheduleRetry()
+
+    def _scheduleRetry(self):
+        if self.running and self._retry is None and self._attempt is None:
+            self._retry = self._reactor.callLater(self._delay, self._connect)
+            self._delay = min(self._delay * self.factor, self._maxDelay)
 
 
 class BaseNode(service.MultiService):
@@ -264,8 +339,7 @@ class BaseNode(service.MultiService):
 
     def fatal(self, reason: str) -> None:
         self.log.critical("fatal: {reason}", reason=reason)
-        # Stop the master link first: stopping the reactor under a
-        # connection being prepared upsets ClientService.
+        # Stop the master link first, so that it does not reconnect.
         try:
             link = self.getServiceNamed("master-link")
         except KeyError:

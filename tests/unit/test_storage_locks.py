@@ -234,12 +234,15 @@ class LockOrderTests(TransactionManagerTestCase):
         self.assertIsNone(self.successResultOf(self.tm.relock(txn, A)))
         self.assertIsNone(self.successResultOf(self.store(self.begin(T1), A)))
 
-    def test_relockVotedRefused(self):
-        """A voted transaction is never asked to relock: it is refused."""
+    def test_relockVotedIgnored(self):
+        """A relock overtaken by the vote (pipelined vote) does nothing:
+        the voted transaction keeps its lock."""
         txn = self.begin(T2)
         self.successResultOf(self.store(txn, A))
         self.successResultOf(self.vote(txn))
-        self.failureResultOf(self.tm.relock(txn, A), TransactionNotFound)
+        self.assertIsNone(self.successResultOf(self.tm.relock(txn, A)))
+        d = self.store(self.begin(T1), A)
+        self.assertNoResult(d)
 
     def test_waitOnVotedHolderEvenIfOlder(self):
         """An older transaction waits for a voted younger holder, without

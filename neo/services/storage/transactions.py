@@ -202,7 +202,9 @@ class TransactionManager:
         Returns the conflict, as L{store} does.
         """
         if txn.voted:
-            raise TransactionNotFound("the transaction is already voted")
+            # The vote overtook the relock (pipelined vote): the transaction
+            # holds its locks and waits for nothing, so nothing to do.
+            return None
         txn.notified.discard(oid)
         if oid in txn.stores:
             partition, serial = txn.stores[oid][:2]
