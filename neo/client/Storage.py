@@ -222,11 +222,11 @@ class Storage(ConflictResolvingStorage):
             raise POSException.StorageTransactionError(
                 "the transaction is already begun on this storage")
         txn = ClientTransaction(transaction)
-        if tid is None:
-            # The temporary TID arrives while ZODB prepares the stores.
-            self._bridge.fire(self._app.begin, txn)
-        else:
-            self._call(self._app.begin, txn, tid)
+        # The temporary TID arrives while ZODB prepares the stores; an
+        # imposed TID is checked at once.
+        self._bridge.fire(self._app.begin, txn, tid)
+        if tid is not None:
+            self._call(self._app.whenBegun, txn)
         self._txns[transaction] = txn
 
     def store(self, oid, serial, data, version, transaction):

@@ -58,7 +58,6 @@ class ClientTransaction:
         self.protos = {}
         self.voting = False
         self.aborted = False
-        self.begun = None
         self.beginWaiters = []
         self.error = None
 
@@ -286,11 +285,8 @@ class ClientApp(ClusterView):
         Ask the master for the transaction's temporary TID.  Stores sent
         meanwhile wait for it (L{whenBegun}): ZODB's thread need not.
         """
-        txn.begun = defer.Deferred()
         txn.beginWaiters = []
-        d = self._begin(txn, tid)
-        d.addErrback(self._beginFailed, txn)
-        return d
+        self._begin(txn, tid).addErrback(self._beginFailed, txn)
 
     @defer.inlineCallbacks
     def _begin(self, txn, tid):
@@ -308,11 +304,11 @@ class ClientApp(ClusterView):
             d.callback(ttid)
 
     def _beginFailed(self, failure, txn):
+        # Recorded for the stores and the vote, which wait for the begin.
         txn.error = txn.error or f"cannot begin: {failure.getErrorMessage()}"
         waiters, txn.beginWaiters = txn.beginWaiters, None
         for d in waiters:
             d.errback(failure)
-        return failure
 
     def whenBegun(self, txn):
         """A Deferred of the temporary TID."""
