@@ -32,6 +32,9 @@ from neo.protocols.errors import (
 
 #: OIDs asked from the master at once.
 OID_BATCH = 100
+#: Stores sent to the reactor at once, at most (records, bytes).
+BATCH_RECORDS = 200
+BATCH_BYTES = 1024 * 1024
 #: Default size of the record cache, in bytes.
 DEFAULT_CACHE_SIZE = 20 * 1024 * 1024
 
@@ -250,11 +253,21 @@ class Storage(ConflictResolvingStorage):
             raise POSException.StorageError(
                 f"object {u64(oid)} is {len(sent)} bytes: more than the"
                 f" {MAX_RECORD} bytes a NEO record may have")
-        self._bridge.fire(self._app.store, txn, oid, serial, compression, sent)
+        # Stores go in batches: fewer commands, fewer thread hops.
+        txn.buffer.append((oid, serial, compression, sent))
+        txn.buffered += len(sent)
+        if len(txn.buffer) >= BATCH_RECORDS or txn.buffered >= BATCH_BYTES:
+            self._flush(txn)
+
+    def _flush(self, txn):
+        if txn.buffer:
+            buffer, txn.buffer, txn.buffered = txn.buffer, [], 0
+            self._bridge.fire(self._app.storeMany, txn, buffer)
 
     def checkCurrentSerialInTransaction(self, oid, serial, transaction):
         txn = self._txn(transaction, "checkCurrentSerialInTransaction")
         txn.checked[oid] = serial
+        self._flush(txn)
         self._bridge.fire(self._app.checkCurrent, txn, oid, serial)
 
     def tpc_vote(self, transaction):
@@ -266,6 +279,7 @@ class Storage(ConflictResolvingStorage):
         if isinstance(description, str):
             description = description.encode("utf-8")
         while True:
+            self._flush(txn)
             conflicts, readConflicts = self._call(
                 self._app.vote, txn, user, description, ext)
             for oid, committed in readConflicts.items():

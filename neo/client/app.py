@@ -53,6 +53,9 @@ class ClientTransaction:
         self.resolved = set()
         self.involved = set()
         self.outstanding = []
+        #: Stores not yet handed to the reactor (ZODB thread only).
+        self.buffer = []
+        self.buffered = 0
         #: Stores not yet written to their connection.
         self.unsent = 0
         self.protos = {}
@@ -323,10 +326,62 @@ class ClientApp(ClusterView):
     def _writable(self, oid):
         return self.pt.writable(self.pt.partitionOf(oid), self._running())
 
-    def store(self, txn, oid, serial, compression, data):
-        """Send a store to every writable cell; answers arrive later."""
-        self._send(txn, oid, serial, c.StoreObject, txn.conflicts,
-                   compression=compression, data=data)
+    #: Bytes of records sent in one StoreObjects command at most.
+    BATCH_BYTES = 4 * 1024 * 1024
+
+    def storeMany(self, txn, records):
+        """
+        Send stores (C{(oid, serial, compression, data)}) to every writable
+        cell of their objects, batched per node; answers arrive later.
+        """
+        txn.unsent += 1
+        if txn.ttid is None:
+            # Begin in progress (maybe reconnecting): route once begun.
+            txn.unsent -= 1
+            d = self.whenBegun(txn)
+            d.addCallback(lambda _: self.storeMany(txn, records))
+            d.addErrback(self._storeFailed, txn, None)
+            txn.outstanding.append(d)
+            return
+        txn.unsent -= 1
+        batches = {}
+        for record in records:
+            oid = record[0]
+            try:
+                nids = self._writable(oid)
+            except Exception as e:
+                nids = []
+                txn.error = txn.error or f"cannot store object {u64(oid)}: {e}"
+            if not nids:
+                txn.error = txn.error or f"no storage node for object {u64(oid)}"
+            for nid in nids:
+                batches.setdefault(nid, []).append(record)
+        for nid, batch in batches.items():
+            txn.involved.add(nid)
+            chunk, size = [], 0
+            for record in batch:
+                if chunk and size + len(record[3]) > self.BATCH_BYTES:
+                    self._sendBatch(txn, nid, chunk)
+                    chunk, size = [], 0
+                chunk.append(record)
+                size += len(record[3]) + 21
+            self._sendBatch(txn, nid, chunk)
+
+    def _sendBatch(self, txn, nid, records):
+        txn.unsent += 1
+        d = self.getStorage(nid)
+        d.addCallback(self._sendTo, txn, nid, c.StoreObjects,
+                      records=c.packRecords(records))
+        d.addCallbacks(self._storedMany, self._storeFailed,
+                       callbackArgs=(txn,), errbackArgs=(txn, nid))
+        txn.outstanding.append(d)
+
+    def _storedMany(self, answer, txn):
+        items = answer["conflicts"]
+        for i in range(0, len(items), 2):
+            oid, serial = items[i], items[i + 1]
+            if serial > txn.conflicts.get(oid, ZERO_TID):
+                txn.conflicts[oid] = serial
 
     def checkCurrent(self, txn, oid, serial):
         self._send(txn, oid, serial, c.CheckCurrentSerial, txn.readConflicts)

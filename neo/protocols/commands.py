@@ -11,11 +11,13 @@ Conventions: a C{Notify*} command expects no answer; OIDs and TIDs are
 partition tables are JSON C{[[nid, state], ...]} rows, one per partition.
 """
 
+import struct
+
 from twisted.protocols import amp
 
 from neo.lib.states import ClusterState
 from neo.protocols.arguments import BigBytes, Enum, Json, Oid, OidList, Tid
-from neo.protocols.errors import COMMON_ERRORS, FATAL_ERRORS
+from neo.protocols.errors import COMMON_ERRORS, FATAL_ERRORS, ProtocolError
 
 PROTOCOL_VERSION = 1
 
@@ -189,6 +191,42 @@ class StoreObject(Command):
     arguments = [(b"ttid", Tid()), (b"oid", Oid()), (b"serial", Tid()),
                  (b"compression", amp.Integer()), (b"data", BigBytes())]
     response = [(b"conflict", Tid(optional=True))]
+
+
+class StoreObjects(Command):
+    """
+    Several stores at once (see L{StoreObject}): C{records} packs, for each,
+    oid (8 bytes), serial (8), compression (1), data length (4) and data
+    (L{packRecords}).  Answers the conflicts as oid, serial, oid, serial...
+    """
+
+    arguments = [(b"ttid", Tid()), (b"records", BigBytes())]
+    response = [(b"conflicts", OidList())]
+
+
+_RECORD = struct.Struct(">8s8sBI")
+
+
+def packRecords(records) -> bytes:
+    """Pack C{(oid, serial, compression, data)} tuples for StoreObjects."""
+    return b"".join(_RECORD.pack(oid, serial, compression, len(data)) + data
+                    for oid, serial, compression, data in records)
+
+
+def unpackRecords(packed: bytes) -> list:
+    records, offset, size = [], 0, _RECORD.size
+    view = memoryview(packed)
+    while offset < len(packed):
+        if offset + size > len(packed):
+            raise ProtocolError("truncated store records")
+        oid, serial, compression, length = _RECORD.unpack_from(packed, offset)
+        offset += size
+        if offset + length > len(packed):
+            raise ProtocolError("truncated store records")
+        records.append((oid, serial, compression,
+                        bytes(view[offset:offset + length])))
+        offset += length
+    return records
 
 
 class CheckCurrentSerial(Command):

@@ -241,15 +241,21 @@ class DeadlockTests(ClusterStorageTestBase):
         storage.tpc_begin(younger)
 
         def answered(t):
+            storage._flush(storage._txns[t])
             self.assertEqual(storage._call(app.waitStores,
                                            storage._txns[t]), ({}, {}))
+
+        def sent(t):
+            storage._flush(storage._txns[t])
 
         storage.store(x, z64, b"younger x", "", younger)
         answered(younger)
         storage.store(y, z64, b"older y", "", older)
         answered(older)
         storage.store(x, z64, b"older x", "", older)
+        sent(older)
         storage.store(y, z64, b"younger y", "", younger)
+        sent(younger)
         results = {}
 
         def commit(t, name):

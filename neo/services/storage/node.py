@@ -337,6 +337,27 @@ class ClientHandler(amp.CommandLocator):
                                        serial, compression, data))
         return d.addCallback(lambda conflict: {"conflict": conflict})
 
+    @c.StoreObjects.responder
+    @defer.inlineCallbacks
+    def storeObjects(self, ttid, records):
+        client = self._client()
+        txns = self.node.txns
+        txn = txns.get(ttid, client.nid, create=True)
+        partitionOf = self.node.partitionOf
+        records = c.unpackRecords(records)
+        results = yield defer.DeferredList(
+            [txns.track(txn, txns.store(txn, partitionOf(oid), oid, serial,
+                                        compression, data))
+             for oid, serial, compression, data in records],
+            consumeErrors=True)
+        conflicts = []
+        for (oid, _, _, _), (ok, result) in zip(records, results):
+            if not ok:
+                result.raiseException()
+            if result is not None:
+                conflicts += (oid, result)
+        return {"conflicts": conflicts}
+
     @c.CheckCurrentSerial.responder
     def checkCurrentSerial(self, ttid, oid, serial):
         client = self._client()
