@@ -119,6 +119,14 @@ class BackendTests:
         with self.assertRaises(OidDoesNotExist):
             self.call(db, "load", P, 8, None, None)
 
+    def test_commitAtOnce(self):
+        """commitTransaction locks and unlocks in one step."""
+        db = self.open()
+        self.call(db, "vote", 100, P, None, [(P, 7, 0, b"x")])
+        self.assertEqual(self.call(db, "commitTransaction", 100, 110), 110)
+        self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
+
     def test_votedIsInvisible(self):
         """Voted and locked data is not visible until unlocked."""
         db = self.open()

@@ -62,6 +62,12 @@ class FakeDatabase:
             self.serials[oid] = tid
         return defer.succeed(None)
 
+    def commitTransaction(self, ttid, tid):
+        self.calls.append(("commitTransaction", ttid, tid))
+        for _, oid, _, _ in self.voted.pop(ttid):
+            self.serials[oid] = tid
+        return defer.succeed(None)
+
     def abortTransaction(self, ttid):
         self.calls.append(("abortTransaction", ttid))
         self.voted.pop(ttid, None)
@@ -533,3 +539,20 @@ class LatestRecordsTests(TransactionManagerTestCase):
         self.commit(txn, 7)
         self.tm.resetSerials(None)
         self.assertIsNone(self.tm.records.get(A))
+
+
+class FinalLockTests(TransactionManagerTestCase):
+    """A sole participant locks and unlocks in one database step."""
+
+    def test_finalLock(self):
+        """lock(final=True) commits at once and releases the locks."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"x"))
+        self.successResultOf(self.vote(txn))
+        self.successResultOf(self.tm.lock(T1, S7, final=True))
+        self.assertEqual(self.db.callsOf("commitTransaction"), [(1, 7)])
+        self.assertEqual(self.db.callsOf("lockTransaction"), [])
+        self.assertEqual(len(self.tm), 0)
+        self.successResultOf(self.tm.readable(A))
+        self.assertEqual(self.successResultOf(self.store(self.begin(T2), A)),
+                         S7)

@@ -260,6 +260,12 @@ def _unlockTransaction(cur, ttid):
     return tid
 
 
+def _commitTransaction(cur, ttid, tid):
+    """Lock and unlock at once (a transaction with no other participant)."""
+    _lockTransaction(cur, ttid, tid)
+    return _unlockTransaction(cur, ttid)
+
+
 def _abortTransaction(cur, ttid):
     cur.execute("SELECT tid FROM ttrans WHERE ttid=?", (ttid,))
     row = cur.fetchone()
@@ -359,6 +365,9 @@ class SQLBackend:
 
     def unlockTransaction(self, ttid):
         return self._run(_unlockTransaction, ttid)
+
+    def commitTransaction(self, ttid, tid):
+        return self._run(_commitTransaction, ttid, tid)
 
     def abortTransaction(self, ttid):
         return self._run(_abortTransaction, ttid)

@@ -40,6 +40,9 @@ class IStorageBackend(Interface):
     def unlockTransaction(ttid):
         """Move a locked transaction to the permanent tables."""
 
+    def commitTransaction(ttid, tid):
+        """Lock and unlock at once, in one SQL transaction."""
+
     def abortTransaction(ttid):
         """Drop the temporary data of a transaction."""
 

@@ -276,18 +276,26 @@ class TransactionManager:
         txn.tid = tid
         for oid in txn.stores:
             self._readLocks[oid] = txn
-        yield self._db.lockTransaction(u64(ttid), u64(tid))
         if final:
-            yield self.unlock(ttid)
+            yield self.unlock(ttid, commit=True)
+        else:
+            yield self._db.lockTransaction(u64(ttid), u64(tid))
 
     @defer.inlineCallbacks
-    def unlock(self, ttid):
-        """The transaction is committed: make it visible, release it."""
+    def unlock(self, ttid, commit=False):
+        """
+        The transaction is committed: make it visible, release it.  With
+        C{commit}, it was not locked in the database yet: lock and unlock
+        in one step.
+        """
         txn = self._txns.get(ttid)
         if txn is None:
             return
         try:
-            yield self._db.unlockTransaction(u64(ttid))
+            if commit:
+                yield self._db.commitTransaction(u64(ttid), u64(txn.tid))
+            else:
+                yield self._db.unlockTransaction(u64(ttid))
             if not txn.aborted:
                 # Before the locks go: the next check or load of these
                 # oids must see this commit.
