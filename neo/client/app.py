@@ -234,7 +234,6 @@ class ClientApp(ClusterView):
 
     # -- Loads ---------------------------------------------------------------
 
-    @defer.inlineCallbacks
     def load(self, oid, serial=None, before=None):
         """
         C{(compression, data, serial, next)} of a revision (C{data} is None
@@ -242,6 +241,33 @@ class ClientApp(ClusterView):
         L{ClusterError}.  The caller must end the load with
         C{cache.endLoad} when this succeeds (it was begun here).
         """
+        if self.master is not None:
+            # The hot path: connected to a readable cell already.
+            for nid in self.pt.readable(self.pt.partitionOf(oid),
+                                        self._running()):
+                proto = self._storages.get(nid)
+                if proto is not None and proto.connected:
+                    self.cache.beginLoad(oid)
+                    d = proto.ask(c.AskObject, oid=oid, serial=serial,
+                                  before=before)
+                    return d.addCallbacks(self._loaded, self._loadFailed,
+                                          errbackArgs=(oid, serial, before))
+        return self._load(oid, serial, before)
+
+    @staticmethod
+    def _loaded(answer):
+        data = None if answer["deleted"] else answer["data"]
+        return (answer["compression"], data, answer["serial"],
+                answer["nextSerial"])
+
+    def _loadFailed(self, failure, oid, serial, before):
+        self.cache.endLoad(oid, ZERO_TID, ZERO_TID)
+        if failure.check(NotReady, ConnectionClosed):
+            return self._load(oid, serial, before)  # the slow path
+        return failure
+
+    @defer.inlineCallbacks
+    def _load(self, oid, serial, before):
         yield self.connected()
         partition = self.pt.partitionOf(oid)
         nids = self.pt.readable(partition, self._running())

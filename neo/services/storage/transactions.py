@@ -341,6 +341,10 @@ class TransactionManager:
         for txn in txns:
             self._releaseAll(txn)
 
+    def readLocked(self, oid) -> bool:
+        """Whether a transaction being committed holds C{oid}."""
+        return oid in self._readLocks
+
     @defer.inlineCallbacks
     def readable(self, oid):
         """Wait while a transaction being committed holds C{oid}."""
