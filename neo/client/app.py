@@ -349,8 +349,19 @@ class ClientApp(ClusterView):
         txn.beginWaiters.append(d)
         return d
 
-    def _writable(self, oid):
-        return self.pt.writable(self.pt.partitionOf(oid), self._running())
+    def _route(self, txn, oid):
+        """
+        The storage nodes a write of C{oid} goes to.  Called in callbacks
+        whose exceptions would be lost: a failure is recorded in C{txn}.
+        """
+        try:
+            nids = self.pt.writable(self.pt.partitionOf(oid), self._running())
+        except Exception as e:
+            nids = []
+            txn.error = txn.error or f"cannot store object {u64(oid)}: {e}"
+        if not nids:
+            txn.error = txn.error or f"no storage node for object {u64(oid)}"
+        return nids
 
     #: Bytes of records sent in one StoreObjects command at most.
     BATCH_BYTES = 4 * 1024 * 1024
@@ -372,15 +383,7 @@ class ClientApp(ClusterView):
         txn.unsent -= 1
         batches = {}
         for record in records:
-            oid = record[0]
-            try:
-                nids = self._writable(oid)
-            except Exception as e:
-                nids = []
-                txn.error = txn.error or f"cannot store object {u64(oid)}: {e}"
-            if not nids:
-                txn.error = txn.error or f"no storage node for object {u64(oid)}"
-            for nid in nids:
+            for nid in self._route(txn, record[0]):
                 batches.setdefault(nid, []).append(record)
         for nid, batch in batches.items():
             txn.involved.add(nid)
@@ -425,13 +428,7 @@ class ClientApp(ClusterView):
             d.addErrback(self._storeFailed, txn, None)
             txn.outstanding.append(d)
             return
-        try:
-            nids = self._writable(oid)
-        except Exception as e:
-            nids = []
-            txn.error = txn.error or f"cannot store object {u64(oid)}: {e}"
-        if not nids:
-            txn.error = txn.error or f"no storage node for object {u64(oid)}"
+        nids = self._route(txn, oid)
         txn.unsent += len(nids) - 1
         for nid in nids:
             txn.involved.add(nid)

@@ -13,7 +13,6 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import amp
-from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -26,6 +25,7 @@ from neo.protocols.errors import (
 from neo.services.master.config import MasterConfig
 from neo.services.master.node import (
     SHUTDOWN_GRACE, MasterHandler, MasterNode)
+from tests.unit.helpers import settled
 
 PARTITIONS = 4
 CONFIG = MasterConfig(cluster="test", masters=(), bind=("127.0.0.1", 0),
@@ -66,24 +66,6 @@ def other(nid):
     return S2 if nid == S1 else S1
 
 
-def settled(d):
-    """
-    A Deferred with the result of C{d}, while C{d} itself ends in success.
-
-    AMP treats an error answer that reaches a C{callRemote} Deferred with
-    no errback yet as unhandled and drops the connection; the errback
-    added here is there before any answer arrives.
-    """
-    result = defer.Deferred()
-
-    def relay(outcome):
-        if isinstance(outcome, Failure):
-            result.errback(outcome)
-        else:
-            result.callback(outcome)
-
-    d.addBoth(relay)
-    return result
 
 
 # -- Fake nodes ---------------------------------------------------------------

@@ -6,7 +6,6 @@ L{neo.protocols.base}, over an in-memory connection.
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.protocols import amp
-from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -18,6 +17,7 @@ from neo.protocols.arguments import (
 from neo.protocols.base import NodeProtocol, ignoreClosed
 from neo.protocols.errors import (
     NotReady, OidNotFound, ProtocolError, RecordTooLarge)
+from tests.unit.helpers import settled
 
 OID1, OID2 = p64(1), p64(2)
 TID1, TID2 = p64(0x1000), p64(0x2000)
@@ -25,24 +25,6 @@ TID1, TID2 = p64(0x1000), p64(0x2000)
 BAD_COMPRESSION = 99
 
 
-def settled(d):
-    """
-    A Deferred with the result of C{d}, while C{d} itself ends in success.
-
-    AMP treats an error answer that reaches a C{callRemote} Deferred with
-    no errback yet as unhandled and drops the connection; the errback
-    added here is there before any answer arrives.
-    """
-    result = defer.Deferred()
-
-    def relay(outcome):
-        if isinstance(outcome, Failure):
-            result.errback(outcome)
-        else:
-            result.callback(outcome)
-
-    d.addBoth(relay)
-    return result
 
 
 class FakeStorage(amp.CommandLocator):
