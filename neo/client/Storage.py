@@ -17,6 +17,7 @@ import zope.interface
 from ZODB import POSException
 from ZODB.ConflictResolution import ConflictResolvingStorage
 from ZODB.interfaces import IMultiCommitStorage, IStorage
+from ZODB.serialize import referencesf
 from twisted.internet.error import ConnectionClosed
 
 from neo.client.app import ClientApp, ClientTransaction, ClusterError
@@ -35,6 +36,8 @@ OID_BATCH = 100
 #: Stores sent to the reactor at once, at most (records, bytes).
 BATCH_RECORDS = 200
 BATCH_BYTES = 1024 * 1024
+#: Objects read ahead after a cache miss, at most.
+PREFETCH = 100
 #: Default size of the record cache, in bytes.
 DEFAULT_CACHE_SIZE = 20 * 1024 * 1024
 
@@ -56,7 +59,7 @@ class Storage(ConflictResolvingStorage):
 
     def __init__(self, master_nodes, name, read_only=False,
                  cache_size=DEFAULT_CACHE_SIZE, compress=True,
-                 timeout=CALL_TIMEOUT, **kwargs):
+                 timeout=CALL_TIMEOUT, prefetch=True, **kwargs):
         if kwargs:
             raise TypeError("unexpected options: " + ", ".join(kwargs))
         if isinstance(master_nodes, str):
@@ -64,6 +67,7 @@ class Storage(ConflictResolvingStorage):
         self._name = name
         self._readOnly = bool(read_only)
         self._compress = compress
+        self._prefetch = prefetch
         self._bridge = Bridge(timeout)
         self._cache = RecordCache(cache_size)
         self._app = ClientApp(self._bridge.reactor, master_nodes, name,
@@ -176,6 +180,10 @@ class Storage(ConflictResolvingStorage):
     def loadBefore(self, oid, tid):
         hit = self._cache.loadBefore(oid, tid)
         if hit is not None:
+            if self._cache.explore(oid):
+                # Read ahead one level further down (a BTree's buckets,
+                # then their values).
+                self._readAhead(hit[0])
             return hit
         try:
             data, serial, next = self._load(oid, before=tid)
@@ -183,7 +191,19 @@ class Storage(ConflictResolvingStorage):
             return None
         if data is None:
             return None
+        self._readAhead(data)
         return data, serial, next
+
+    def _readAhead(self, data):
+        """A miss: fetch what the record refers to, ZODB loads it next."""
+        if not self._prefetch:
+            return
+        try:
+            oids = referencesf(data)
+        except Exception:
+            return  # Not a ZODB record we can read: nothing to guess.
+        if oids:
+            self._bridge.fire(self._app.prefetch, oids[:PREFETCH])
 
     def loadSerial(self, oid, serial):
         data = self._cache.loadSerial(oid, serial)

@@ -10,6 +10,7 @@ commit.  L{neo.client.Storage} calls it from ZODB's threads.
 
 import random
 import threading
+import zlib
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import clientFromString
@@ -253,6 +254,41 @@ class ClientApp(ClusterView):
                     return d.addCallbacks(self._loaded, self._loadFailed,
                                           errbackArgs=(oid, serial, before))
         return self._load(oid, serial, before)
+
+    #: Records larger than this are not read ahead.
+    PREFETCH_LARGEST = 256 * 1024
+
+    def prefetch(self, oids):
+        """
+        Read ahead the current revision of objects a loaded record refers
+        to, into the cache: ZODB will likely load them next.  Best effort:
+        failures are ignored.
+        """
+        if self.master is None:
+            return
+        for oid in self.cache.missing(oids):
+            for nid in self.pt.readable(self.pt.partitionOf(oid),
+                                        self._running()):
+                proto = self._storages.get(nid)
+                if proto is not None and proto.connected:
+                    self.cache.beginLoad(oid)
+                    d = proto.ask(c.AskObject, oid=oid)
+                    d.addBoth(self._prefetched, oid)
+                    break
+
+    def _prefetched(self, answer, oid):
+        data = None
+        if not isinstance(answer, Failure) and not answer["deleted"]:
+            data = answer["data"]
+            if len(data) > self.PREFETCH_LARGEST:
+                data = None
+            elif answer["compression"] == 1:
+                data = zlib.decompress(data)
+        if data is None:
+            self.cache.endLoad(oid, ZERO_TID, ZERO_TID)
+        else:
+            self.cache.endLoad(oid, answer["serial"], answer["nextSerial"],
+                               data, readAhead=True)
 
     @staticmethod
     def _loaded(answer):

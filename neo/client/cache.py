@@ -26,6 +26,8 @@ class RecordCache:
         self._objects = OrderedDict()
         # oid -> [loads in flight, invalidation TIDs seen meanwhile]
         self._loading = {}
+        #: Oids read ahead whose references were not read ahead yet.
+        self._unexplored = set()
         self.hits = self.misses = 0
 
     def __len__(self):
@@ -61,6 +63,12 @@ class RecordCache:
             r = self._find(oid, lambda r: r[1] is None)
             return None if r is None else (r[2], r[0])
 
+    def missing(self, oids):
+        """The oids of which nothing is cached nor being loaded."""
+        with self._lock:
+            return [oid for oid in oids
+                    if oid not in self._objects and oid not in self._loading]
+
     def beginLoad(self, oid):
         """
         A load of C{oid} is sent to a storage node: invalidations of it are
@@ -69,7 +77,16 @@ class RecordCache:
         with self._lock:
             self._loading.setdefault(oid, [0, []])[0] += 1
 
-    def endLoad(self, oid, tid, next, data=None):
+    def explore(self, oid) -> bool:
+        """Whether C{oid} was read ahead and its references not yet (once)."""
+        if oid in self._unexplored:
+            with self._lock:
+                if oid in self._unexplored:
+                    self._unexplored.discard(oid)
+                    return True
+        return False
+
+    def endLoad(self, oid, tid, next, data=None, readAhead=False):
         """
         The load begun with L{beginLoad} answered revision C{tid}, valid
         until C{next} as the storage node knew it.  Returns the real end
@@ -88,6 +105,8 @@ class RecordCache:
                         next = min(later)
             if data is not None:
                 self._store(oid, tid, next, data)
+                if readAhead:
+                    self._unexplored.add(oid)
         return next
 
     def store(self, oid, tid, next, data):
@@ -132,6 +151,7 @@ class RecordCache:
     def clear(self):
         with self._lock:
             self._objects.clear()
+            self._unexplored.clear()
             self.size = 0
 
     def clearCurrent(self):

@@ -10,4 +10,5 @@ class NEOStorage(BaseConfig):
         return Storage(master_nodes=config.master_nodes, name=config.name,
                        read_only=config.read_only,
                        cache_size=config.cache_size,
-                       compress=config.compress, timeout=config.timeout)
+                       compress=config.compress, timeout=config.timeout,
+                       prefetch=config.prefetch)

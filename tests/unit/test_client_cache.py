@@ -278,3 +278,35 @@ class LoadInFlightTests(CacheTestCase):
         cache.beginLoad(OID)
         cache.invalidate([OID], p64(50))
         self.assertEqual(cache.endLoad(OID, p64(10), p64(20), b"x"), p64(20))
+
+
+class ReadAheadTests(CacheTestCase):
+    """Records read ahead, and the bookkeeping that chains read-ahead."""
+
+    def test_missing(self):
+        """missing() leaves out what is cached or being loaded."""
+        cache = RecordCache(1000)
+        cache.store(A, T1, None, b"a")
+        cache.beginLoad(B)
+        self.assertEqual(cache.missing([A, B, C]), [C])
+
+    def test_exploreOnce(self):
+        """A record read ahead is explored once; a normal one never."""
+        cache = RecordCache(1000)
+        cache.beginLoad(A)
+        cache.endLoad(A, T1, None, b"a", readAhead=True)
+        cache.beginLoad(B)
+        cache.endLoad(B, T1, None, b"b")
+        self.assertTrue(cache.explore(A))
+        self.assertFalse(cache.explore(A))
+        self.assertFalse(cache.explore(B))
+
+    def test_readAheadRespectsInvalidations(self):
+        """A revision read ahead while its object was invalidated is not
+        cached as current."""
+        cache = RecordCache(1000)
+        cache.beginLoad(A)
+        cache.invalidate([A], T2)
+        cache.endLoad(A, T1, None, b"old", readAhead=True)
+        self.assertIsNone(cache.load(A))
+        self.assertEqual(cache.loadBefore(A, T2), (b"old", T1, T2))
