@@ -272,17 +272,17 @@ class ClientApp(ClusterView):
                 proto = self._storages.get(nid)
                 if proto is not None and proto.connected:
                     self.cache.beginLoad(oid)
-                    d = proto.ask(c.AskObject, oid=oid)
+                    d = proto.ask(c.AskObject, oid=oid,
+                                  maxSize=self.PREFETCH_LARGEST)
                     d.addBoth(self._prefetched, oid)
                     break
 
     def _prefetched(self, answer, oid):
         data = None
-        if not isinstance(answer, Failure) and not answer["deleted"]:
+        if (not isinstance(answer, Failure) and not answer["deleted"]
+                and not answer["tooLarge"]):
             data = answer["data"]
-            if len(data) > self.PREFETCH_LARGEST:
-                data = None
-            elif answer["compression"] == 1:
+            if answer["compression"] == 1:
                 data = zlib.decompress(data)
         if data is None:
             self.cache.endLoad(oid, ZERO_TID, ZERO_TID)

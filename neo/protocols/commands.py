@@ -283,10 +283,14 @@ class AskObject(Command):
     """
 
     arguments = [(b"oid", Oid()), (b"serial", Tid(optional=True)),
-                 (b"before", Tid(optional=True))]
+                 (b"before", Tid(optional=True)),
+                 (b"maxSize", amp.Integer(optional=True))]
+    #: With C{maxSize} (read-ahead), a larger record is not sent: C{data}
+    #: is empty and C{tooLarge} true.
     response = [(b"serial", Tid()), (b"nextSerial", Tid(optional=True)),
                 (b"compression", amp.Integer()), (b"data", BigBytes()),
-                (b"deleted", amp.Boolean())]
+                (b"deleted", amp.Boolean()),
+                (b"tooLarge", amp.Boolean(optional=True))]
 
 
 # -- Admin relays and neoctl <-> admin ----------------------------------------

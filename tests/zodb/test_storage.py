@@ -180,6 +180,36 @@ class LargeRecordTests(ClusterStorageTestBase):
         self._storage.tpc_abort(t)
 
 
+class ReadAheadTests(ClusterStorageTestBase):
+    """What the client reads ahead after a cache miss."""
+
+    storages = 1
+
+    def test_readAheadSkipsLargeRecords(self):
+        """Read-ahead caches small records and leaves large ones out (the
+        storage node does not even send them)."""
+        import os
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        storage = self._storage
+        small, large, other = (storage.new_oid() for _ in range(3))
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(small, z64, b"s" * 1000, "", t)
+        storage.store(large, z64, os.urandom(1024 * 1024), "", t)
+        storage.store(other, z64, b"o", "", t)
+        storage.tpc_vote(t)
+        storage.tpc_finish(t)
+        storage._cache.clear()
+        storage._bridge.fire(storage._app.prefetch, [small, large])
+        # Answers come in order on the one connection: once this load is
+        # answered, the read-ahead answers were processed.
+        storage.load(other)
+        self.assertEqual(storage._cache.load(small)[0], b"s" * 1000)
+        self.assertIsNone(storage._cache.load(large))
+        self.assertEqual(storage._cache._loading, {})
+
+
 class ReconnectionTests(ClusterStorageTestBase):
     """The client across the loss and return of a storage node."""
 

@@ -399,7 +399,7 @@ class ClientHandler(amp.CommandLocator):
         return {}
 
     @c.AskObject.responder
-    def askObject(self, oid, serial=None, before=None):
+    def askObject(self, oid, serial=None, before=None, maxSize=None):
         self._client()
         txns = self.node.txns
         if not txns.readLocked(oid):
@@ -407,10 +407,12 @@ class ClientHandler(amp.CommandLocator):
             hit = txns.records.get(oid, serial, before)
             if hit is not None:
                 tid, compression, data = hit
-                return {"serial": tid, "nextSerial": None,
-                        "compression": compression, "data": data or b"",
-                        "deleted": data is None}
-        return self._loadObject(oid, serial, before)
+                return _capped({"serial": tid, "nextSerial": None,
+                                "compression": compression,
+                                "data": data or b"",
+                                "deleted": data is None}, maxSize)
+        d = self._loadObject(oid, serial, before)
+        return d.addCallback(_capped, maxSize) if maxSize else d
 
     @defer.inlineCallbacks
     def _loadObject(self, oid, serial, before):
@@ -434,3 +436,11 @@ class ClientHandler(amp.CommandLocator):
         return {"serial": p64(tid),
                 "nextSerial": None if nextTid is None else p64(nextTid),
                 "compression": compression, "data": data, "deleted": deleted}
+
+
+def _capped(answer, maxSize):
+    """Leave out data larger than C{maxSize} (read-ahead)."""
+    if maxSize is not None and len(answer["data"]) > maxSize:
+        answer["data"] = b""
+        answer["tooLarge"] = True
+    return answer
