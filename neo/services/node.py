@@ -279,8 +279,13 @@ class MasterLinkService(service.Service):
 
     def _identified(self, proto):
         self._attempt = None
-        if not self.running or not proto.connected:
+        if not self.running:
             proto.close()
+            return
+        if not proto.connected:
+            # Lost while the node took it in: undo, and try again.
+            self._node.masterLost(proto)
+            self._scheduleRetry()
             return
         self._proto = proto
         self._delay = self.initialDelay
