@@ -127,6 +127,15 @@ class BackendTests:
         self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
         self.assertEqual(self.call(db, "lockedTransactions"), [])
 
+    def test_loadCapped(self):
+        """A load with a size cap does not read a larger record."""
+        db = self.open()
+        self.commit(db, 100, 110, [(P, 7, 0, b"x" * 100), (P, 8, 0, b"y")])
+        self.assertEqual(self.call(db, "load", P, 7, None, None, 10),
+                         (110, None, 0, None, False))
+        self.assertEqual(self.call(db, "load", P, 8, None, None, 10),
+                         (110, None, 0, b"y", False))
+
     def test_votedIsInvisible(self):
         """Voted and locked data is not visible until unlocked."""
         db = self.open()

@@ -176,7 +176,7 @@ def _releaseData(cur, dataIds):
 
 # -- Reads -------------------------------------------------------------------
 
-def _load(cur, partition, oid, serial, before):
+def _load(cur, partition, oid, serial, before, maxSize=None):
     query = "SELECT tid, data_id FROM obj WHERE `partition`=? AND oid=?"
     if serial is not None:
         cur.execute(query + " AND tid=?", (partition, oid, serial))
@@ -199,6 +199,12 @@ def _load(cur, partition, oid, serial, before):
     nextTid = row[0] if row else None
     if dataId is None:
         return tid, nextTid, 0, b"", True
+    if maxSize is not None:
+        cur.execute("SELECT compression, size FROM data WHERE id=?",
+                    (dataId,))
+        compression, size = cur.fetchone()
+        if size > maxSize:
+            return tid, nextTid, compression, None, False  # not read
     compression, value = _getData(cur, dataId)
     return tid, nextTid, compression, value, False
 
@@ -354,8 +360,8 @@ class SQLBackend:
     def lastSerial(self, partition, oid):
         return self._run(_lastSerial, partition, oid)
 
-    def load(self, partition, oid, serial=None, before=None):
-        return self._run(_load, partition, oid, serial, before)
+    def load(self, partition, oid, serial=None, before=None, maxSize=None):
+        return self._run(_load, partition, oid, serial, before, maxSize)
 
     def vote(self, ttid, partition, metadata, objects):
         return self._run(_vote, ttid, partition, metadata, objects)

@@ -28,8 +28,11 @@ class IStorageBackend(Interface):
     def lastSerial(partition, oid):
         """The last committed TID of an object, or None."""
 
-    def load(partition, oid, serial, before):
-        """C{(serial, nextSerial, compression, data, deleted)}."""
+    def load(partition, oid, serial, before, maxSize=None):
+        """
+        C{(serial, nextSerial, compression, data, deleted)}; C{data} is
+        None (not even read) if larger than C{maxSize}.
+        """
 
     def vote(ttid, partition, metadata, objects):
         """Make a transaction's stores durable in the temporary tables."""

@@ -411,11 +411,11 @@ class ClientHandler(amp.CommandLocator):
                                 "compression": compression,
                                 "data": data or b"",
                                 "deleted": data is None}, maxSize)
-        d = self._loadObject(oid, serial, before)
+        d = self._loadObject(oid, serial, before, maxSize)
         return d.addCallback(_capped, maxSize) if maxSize else d
 
     @defer.inlineCallbacks
-    def _loadObject(self, oid, serial, before):
+    def _loadObject(self, oid, serial, before, maxSize=None):
         partition = self.node.partitionOf(oid)
         txns = self.node.txns
         yield txns.readable(oid)
@@ -429,7 +429,12 @@ class ClientHandler(amp.CommandLocator):
         generation = records.generation
         tid, nextTid, compression, data, deleted = yield self.node.db.load(
             partition, u64(oid), None if serial is None else u64(serial),
-            None if before is None else u64(before))
+            None if before is None else u64(before), maxSize)
+        if data is None:
+            return {"serial": p64(tid),
+                    "nextSerial": None if nextTid is None else p64(nextTid),
+                    "compression": compression, "data": b"",
+                    "deleted": False, "tooLarge": True}
         if nextTid is None and records.generation == generation:
             # The current revision, and nothing committed meanwhile.
             records.put(oid, p64(tid), compression, None if deleted else data)
