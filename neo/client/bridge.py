@@ -37,6 +37,12 @@ class Bridge:
             return result.wait(timeout)
         except crochet.TimeoutError:
             result.cancel()
+            try:
+                # Collect the cancellation, so that it is not reported as
+                # an unhandled error later.
+                result.wait(5)
+            except Exception:
+                pass
             raise ClientDisconnected(
                 f"no answer from the NEO cluster within {timeout:g} s")
 
