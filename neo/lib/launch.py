@@ -150,10 +150,6 @@ class LocalCluster:
         return [n for n in [self.master, self.admin, *self.storages]
                 if n is not None]
 
-    def killAll(self):
-        for node in self.nodes():
-            node.kill()
-
     def stop(self):
         for node in self.nodes():
             node.terminate()

@@ -109,7 +109,11 @@ class NodeProtocol(amp.AMP):
             self.transport.loseConnection()
 
 
+#: The failures of an ask whose connection was (or got) closed.
+CLOSED = (NotReady, ConnectionClosed, amp.ProtocolSwitched)
+
+
 def ignoreClosed(failure):
     """An errback for asks whose connection may be closed meanwhile."""
-    failure.trap(NotReady, ConnectionClosed)
+    failure.trap(*CLOSED)
     return None

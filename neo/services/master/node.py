@@ -11,7 +11,6 @@ everything again from the storage nodes.
 """
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectionClosed
 from twisted.protocols import amp
 
 from neo.cluster.partition_table import PartitionTable
@@ -19,6 +18,7 @@ from neo.lib.config import formatAddress, parseAddress
 from neo.lib.ids import TidAllocator, formatNid, makeNid, nidType, p64, u64
 from neo.lib.states import ClusterState, NodeState, NodeType
 from neo.protocols import commands as c
+from neo.protocols.base import CLOSED
 from neo.protocols.errors import (
     Denied, NotReady, ProtocolError, TransactionNotFound)
 from neo.services.master.transactions import TransactionTable
@@ -29,8 +29,6 @@ from neo.services.node import (
 MAX_NEW_OIDS = 10000
 #: How long the master waits for connections to close when stopping.
 SHUTDOWN_GRACE = 5.0
-
-_closed = (ConnectionClosed, amp.ProtocolSwitched)
 
 
 class MasterNode(BaseNode):
@@ -302,7 +300,7 @@ class MasterNode(BaseNode):
         d.addCallbacks(recovered, self._askFailed, errbackArgs=(entry,))
 
     def _askFailed(self, failure, entry):
-        if not failure.check(NotReady, *(_closed)):
+        if not failure.check(*CLOSED):
             self.log.failure("request to {peer} failed", failure,
                              peer=formatNid(entry.nid))
             if entry.proto is not None:
@@ -498,7 +496,7 @@ class MasterNode(BaseNode):
         # A lost connection is handled by _storageLost.  Any other failure
         # means the node cannot commit: drop it, so that the commit goes on
         # without it or the cluster stops (and verification decides).
-        if not failure.check(NotReady, *_closed):
+        if not failure.check(*CLOSED):
             self.log.failure("{peer} failed to lock {ttid}", failure,
                              peer=formatNid(nid), ttid=txn.ttid)
             node = self.nodes.get(nid)
