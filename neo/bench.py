@@ -445,39 +445,47 @@ def runTarget(target, options, results, progress):
     name = target.name
     db = target.open()
     try:
+        selected = options.workloads.__contains__
         for rep in range(repeat):
             key = f"bench{rep}"
             progress(name, "add", rep)
-            results.add(name, "add", runAdd(db, n, key))
-            progress(name, "update", rep)
-            results.add(name, "update", runUpdate(db, n, key))
-            progress(name, "cold_read", rep)
-            if not target.shared:
-                db.close()  # only one DB may open it at a time
-            cold, warm = runReads(target, n, key)
-            if not target.shared:
-                db = target.open()
-            results.add(name, "cold_read", cold)
-            results.add(name, "warm_read", warm)
-            progress(name, "small", rep)
-            rate, latencies = runSmall(db, t, key)
-            results.add(name, "small", rate,
-                        p50_ms=1000 * _percentile(latencies, .5),
-                        p99_ms=1000 * _percentile(latencies, .99))
-        if target.shared:
+            rate = runAdd(db, n, key)  # the data of the other workloads
+            if selected("add"):
+                results.add(name, "add", rate)
+            if selected("update"):
+                progress(name, "update", rep)
+                results.add(name, "update", runUpdate(db, n, key))
+            if selected("cold_read") or selected("warm_read"):
+                progress(name, "cold_read", rep)
+                if not target.shared:
+                    db.close()  # only one DB may open it at a time
+                cold, warm = runReads(target, n, key)
+                if not target.shared:
+                    db = target.open()
+                results.add(name, "cold_read", cold)
+                results.add(name, "warm_read", warm)
+            if selected("small"):
+                progress(name, "small", rep)
+                rate, latencies = runSmall(db, t, key)
+                results.add(name, "small", rate,
+                            p50_ms=1000 * _percentile(latencies, .5),
+                            p99_ms=1000 * _percentile(latencies, .99))
+        if target.shared and (selected("concurrent") or selected("conflicts")):
             conn = db.open()
             conn.root()["length"] = Length()
             conn.root()["counter"] = Counter()
             _commit()
             conn.close()
             for rep in range(repeat):
-                for c in options.clients:
+                for c in options.clients if selected("concurrent") else ():
                     progress(name, f"concurrent C={c}", rep)
                     per = max(1, n // c)
                     elapsed, _ = runProcesses(
                         target, "small",
                         lambda i: (f"bench{rep}", t, i * per, per), c)
                     results.add(name, f"concurrent_{c}", c * t / elapsed)
+                if not selected("conflicts"):
+                    continue
                 c = max(options.clients)
                 progress(name, f"conflicts C={c}", rep)
                 each = max(1, t // c)
@@ -485,7 +493,7 @@ def runTarget(target, options, results, progress):
                     target, "conflicts", lambda i: (each,), c)
                 results.add(name, "conflicts", c * each / elapsed,
                             conflict_errors=conflicts, clients=c)
-        for size in options.large:
+        for size in options.large if selected("large") else ():
             for rep in range(repeat):
                 progress(name, f"large {size >> 20} MiB", rep)
                 write, read, db = runLarge(target, db, size,
@@ -498,14 +506,15 @@ def runTarget(target, options, results, progress):
 
 def rows(options):
     """The table's rows: (key in results, label, unit)."""
-    out = [("add", "add", "objects/s"), ("update", "update", "objects/s"),
-           ("cold_read", "cold_read", "objects/s"),
-           ("warm_read", "warm_read", "objects/s"),
-           ("small", "small", "txn/s")]
-    out += [(f"concurrent_{c}", f"concurrent C={c}", "txn/s")
-            for c in options.clients]
-    out.append(("conflicts", f"conflicts C={max(options.clients)}", "txn/s"))
-    for size in options.large:
+    selected = options.workloads.__contains__
+    out = [(w, w, unit) for w, unit in WORKLOADS[:5] if selected(w)]
+    if selected("concurrent"):
+        out += [(f"concurrent_{c}", f"concurrent C={c}", "txn/s")
+                for c in options.clients]
+    if selected("conflicts"):
+        out.append(("conflicts", f"conflicts C={max(options.clients)}",
+                    "txn/s"))
+    for size in options.large if selected("large") else ():
         mib = size >> 20
         out.append((f"large_write_{mib}MiB", f"large write {mib} MiB", "MB/s"))
         out.append((f"large_read_{mib}MiB", f"large read {mib} MiB", "MB/s"))
@@ -645,6 +654,10 @@ def parseArgs(argv):
                         " commas")
     parser.add_argument("--json", help="where to write the results"
                         " [bench-YYYYmmdd-HHMMSS.json]")
+    parser.add_argument("--workloads", default=",".join(
+                            w for w, _ in WORKLOADS),
+                        help="the workloads to run, separated by commas"
+                        " [all]")
     parser.add_argument("--quick", action="store_true",
                         help="a short run that checks everything works")
     options = parser.parse_args(argv)
@@ -669,6 +682,11 @@ def parseArgs(argv):
         options.large = [int(s) << 20 for s in options.large.split(",") if s]
     except ValueError:
         parser.error("--clients and --large take numbers separated by commas")
+    options.workloads = [w.strip() for w in options.workloads.split(",")]
+    unknown = set(options.workloads) - {w for w, _ in WORKLOADS}
+    if unknown:
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}"
+                     f" (choose among {', '.join(w for w, _ in WORKLOADS)})")
     if options.storages < 1 or options.replicas < 0 or min(options.clients) < 1:
         parser.error("--storages and --clients must be at least 1")
     return options

@@ -22,7 +22,7 @@ from neo.cluster.partition_table import PartitionTable
 from neo.lib.config import clientEndpoint
 from neo.lib.ids import ZERO_TID, formatNid, u64
 from neo.lib.logging import NodeLogger
-from neo.lib.states import NodeState, NodeType
+from neo.lib.states import ClusterState, NodeState, NodeType
 from neo.protocols import commands as c
 from neo.protocols.base import NodeProtocol
 from neo.protocols.errors import NotReady, ProtocolError
@@ -64,6 +64,8 @@ class ClientTransaction:
         self.aborted = False
         self.beginWaiters = []
         self.error = None
+        #: Storage nids voted on.
+        self.voted = set()
 
 
 class ClientApp(ClusterView):
@@ -96,7 +98,21 @@ class ClientApp(ClusterView):
         self._storages = {}
         self._connecting = {}
         self._txnByTtid = {}
+        #: C{(master, Deferred of a ttid or None)}: a transaction begun
+        #: ahead, for the next commit.
+        self._spare = None
         self._link = MasterLinkService(self, reactor, masters)
+
+    @property
+    def clusterState(self):
+        return self._clusterState
+
+    @clusterState.setter
+    def clusterState(self, state):
+        self._clusterState = state
+        if state is not ClusterState.RUNNING:
+            # The master forgets the transactions not being finished.
+            self._spare = None
 
     # -- The master link (the node interface MasterLinkService expects) -----
 
@@ -137,6 +153,7 @@ class ClientApp(ClusterView):
     def masterLost(self, proto):
         if proto is self.master:
             self.master = None
+            self._spare = None
             if not self.closed:
                 self.log.warn("lost the connection to the primary master")
 
@@ -355,8 +372,21 @@ class ClientApp(ClusterView):
 
     @defer.inlineCallbacks
     def _begin(self, txn, tid):
-        master = yield self.connected()
-        ttid = (yield master.ask(c.AskBeginTransaction, tid=tid))["ttid"]
+        ttid = None
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            master, d = spare
+            if tid is None:
+                # Begun ahead: no round trip (none at all if it is here).
+                ttid = yield d
+                if master is not self.master:
+                    ttid = None
+            else:
+                # A TID is imposed: give the spare back.
+                d.addCallback(self._giveBack, master)
+        if ttid is None:
+            master = yield self.connected()
+            ttid = (yield master.ask(c.AskBeginTransaction, tid=tid))["ttid"]
         txn.ttid = ttid
         txn.master = master
         if txn.aborted:
@@ -367,6 +397,19 @@ class ClientApp(ClusterView):
         waiters, txn.beginWaiters = txn.beginWaiters, None
         for d in waiters:
             d.callback(ttid)
+
+    def _beginAhead(self, master):
+        """Begin a transaction for the next commit (after an abort)."""
+        if self._spare is not None or self.closed or self.readOnly:
+            return
+        d = master.ask(c.AskBeginTransaction, tid=None)
+        d.addCallbacks(lambda answer: answer["ttid"], lambda _: None)
+        self._spare = (master, d)
+
+    @staticmethod
+    def _giveBack(ttid, master):
+        if ttid is not None and master.connected:
+            master.notify(c.AbortTransaction, ttid=ttid)
 
     def _beginFailed(self, failure, txn):
         # Recorded for the stores and the vote, which wait for the begin.
@@ -542,6 +585,7 @@ class ClientApp(ClusterView):
         running = self._running()
         metaNids = self.pt.writable(self.pt.partitionOf(txn.ttid), running)
         nids = txn.involved | set(metaNids)
+        txn.voted = nids
         oids = list(txn.data)
         if len(nids) == 1 and not txn.error and not txn.unsent:
             # One node only: vote right behind the stores, in the same
@@ -611,10 +655,17 @@ class ClientApp(ClusterView):
         try:
             answer = yield master.ask(c.AskFinishTransaction, ttid=txn.ttid,
                                       oids=list(txn.data),
-                                      checked=list(txn.checked))
+                                      checked=list(txn.checked),
+                                      voted=sorted(txn.voted),
+                                      beginNext=self._spare is None)
         finally:
             self._txnByTtid.pop(txn.ttid, None)
         tid = answer["tid"]
+        if answer["nextTtid"] is not None:
+            if self._spare is None and master is self.master:
+                self._spare = (master, defer.succeed(answer["nextTtid"]))
+            else:
+                self._giveBack(answer["nextTtid"], master)
         with self.lastTidLock:
             for oid, (_, data) in txn.data.items():
                 self.cache.invalidate([oid], tid)
@@ -642,6 +693,8 @@ class ClientApp(ClusterView):
                 proto.notify(c.AbortTransaction, ttid=txn.ttid)
         if self.master is not None:
             self.master.notify(c.AbortTransaction, ttid=txn.ttid)
+            # Likely retried: begin the next one meanwhile.
+            self._beginAhead(self.master)
 
     @defer.inlineCallbacks
     def sync(self):

@@ -164,12 +164,19 @@ class AskNewOIDs(Command):
 class AskFinishTransaction(Command):
     """
     Commit a voted transaction.  C{oids} are the objects stored,
-    C{checked} those only checked with checkCurrentSerialInTransaction.
+    C{checked} those only checked with checkCurrentSerialInTransaction,
+    C{voted} the storage nodes the client voted on: only those take part
+    in the commit (the others have nothing of the transaction).  With
+    C{beginNext}, the answer also holds the temporary TID of a transaction
+    begun for the client's next commit (C{nextTtid}, if the cluster can
+    begin one), which then needs no round trip of its own.
     """
 
     arguments = [(b"ttid", Tid()), (b"oids", OidList()),
-                 (b"checked", OidList())]
-    response = [(b"tid", Tid())]
+                 (b"checked", OidList()),
+                 (b"voted", amp.ListOf(amp.Integer(), optional=True)),
+                 (b"beginNext", amp.Boolean(optional=True))]
+    response = [(b"tid", Tid()), (b"nextTtid", Tid(optional=True))]
 
 
 class AskLastTransaction(Command):

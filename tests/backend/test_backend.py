@@ -127,6 +127,33 @@ class BackendTests:
         self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
         self.assertEqual(self.call(db, "lockedTransactions"), [])
 
+    def test_commitVoted(self):
+        """commitVoted writes a transaction never voted in the database
+        straight under its final TID, with its metadata; repeated (after
+        a lost connection), it writes the same rows again."""
+        db = self.open()
+        objects = [(P, 7, 0, b"x"), (P, 8, 0, None)]
+        metadata = (b"user", b"desc", b"ext", b"\0" * 7 + b"\7")
+        for _ in range(2):
+            self.assertEqual(self.call(db, "commitVoted", 100, 110, P,
+                                       metadata, objects), 110)
+        self.assertEqual(self.call(db, "load", P, 7, None, None),
+                         (110, None, 0, b"x", False))
+        self.assertTrue(self.call(db, "load", P, 8, None, None)[4])
+        self.assertEqual(self.call(db, "lastIds"), (110, 8))
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
+        self.assertEqual(self.dataRows(db), 1)
+
+    def test_voteAndLock(self):
+        """voteAndLock leaves a locked transaction, as vote then lock."""
+        db = self.open()
+        self.call(db, "voteAndLock", 100, 110, P, None, [(P, 7, 0, b"x")])
+        self.assertEqual(self.call(db, "lockedTransactions"), [(100, 110)])
+        with self.assertRaises(OidDoesNotExist):
+            self.call(db, "load", P, 7, None, None)
+        self.assertEqual(self.call(db, "unlockTransaction", 100), 110)
+        self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
+
     def test_loadCapped(self):
         """A load with a size cap does not read a larger record."""
         db = self.open()

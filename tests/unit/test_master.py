@@ -103,11 +103,30 @@ class TransactionTableTests(SynchronousTestCase):
         self.assertIs(self.table.get(10), txn)
 
     def test_remove(self):
-        """remove() forgets a transaction and returns it."""
-        txn = self.table.begin(10, C1)
-        self.assertIs(self.table.remove(10), txn)
-        self.assertIsNone(self.table.remove(10))
+        """remove() forgets a transaction."""
+        self.table.begin(10, C1)
+        self.assertEqual(self.table.remove(10), [])
+        self.assertEqual(self.table.remove(10), [])
         self.assertEqual(len(self.table), 0)
+
+    def test_reserved(self):
+        """A transaction with an imposed TID holds its place in the queue
+        from begin: those finished after it are committed after it, or
+        once it is removed (aborted)."""
+        imposed = self.table.begin(10, C1)
+        self.table.reserve(imposed)
+        self.assertEqual(self.table.lastQueued(), 10)
+        later = self.finishing(11, 12, [S1])
+        self.assertEqual(self.table.lastQueued(), 12)
+        self.assertEqual(self.table.locked(11, S1), [])
+        self.table.finishing(imposed, 10, [], [S1])
+        self.assertEqual(self.table.locked(10, S1), [imposed, later])
+        again = self.table.begin(20, C1)
+        self.table.reserve(again)
+        later = self.finishing(21, 22, [S1])
+        self.assertEqual(self.table.locked(21, S1), [])
+        self.assertEqual(self.table.remove(20), [later])
+        self.assertEqual(self.table.lastQueued(), 0)
 
     def test_clear(self):
         """clear() forgets every transaction, finishing or not."""

@@ -795,9 +795,10 @@ class TransactionTests(MasterTestCase):
         d = self.ask(client or self.client, c.AskBeginTransaction, tid=tid)
         return self.successResultOf(d)["ttid"]
 
-    def finish(self, ttid, oids=(), checked=(), client=None):
+    def finish(self, ttid, oids=(), checked=(), client=None, **kwargs):
         return self.ask(client or self.client, c.AskFinishTransaction,
-                        ttid=ttid, oids=list(oids), checked=list(checked))
+                        ttid=ttid, oids=list(oids), checked=list(checked),
+                        **kwargs)
 
     def holdLocks(self):
         for peer in (self.s1, self.s2):
@@ -833,6 +834,55 @@ class TransactionTests(MasterTestCase):
         self.assertEqual(self.locks(self.storagePeer(mine)),
                          [{"ttid": ttid, "tid": tid}])
         self.assertEqual(self.locks(self.storagePeer(other(mine))), [])
+
+    def test_onlyVotedStoragesLock(self):
+        """The nodes voted on that hold none of the partitions written have
+        nothing to lock: the one left is the sole participant, asked to
+        lock and unlock at once."""
+        ttid = self.begin()
+        mine = holder(ttid)
+        d = self.finish(ttid, oids=onStorage(mine, 2), voted=[S1, S2])
+        self.assertEqual(self.locks(self.storagePeer(other(mine))), [])
+        self.successResultOf(d)
+        self.assertEqual(self.storagePeer(mine).fake.finals, [(ttid, True)])
+
+    def test_votedStoragesLost(self):
+        """If no node the client voted on holds a written partition any
+        more, the commit fails (nothing is locked) and is aborted."""
+        ttid = self.begin()
+        mine = holder(ttid)
+        d = self.finish(ttid, oids=onStorage(other(mine), 1), voted=[mine])
+        failure = self.failureResultOf(d, NotReady)
+        self.assertIn("lost", str(failure.value))
+        for peer in (self.s1, self.s2):
+            self.assertEqual(self.locks(peer), [])
+        self.assertIsNone(self.master.transactions.get(u64(ttid)))
+
+    def test_beginNext(self):
+        """With beginNext, the answer holds the ttid of a transaction begun
+        for the client's next commit, which it finishes like any other."""
+        ttid = self.begin()
+        answer = self.successResultOf(self.finish(ttid, beginNext=True))
+        nextTtid = answer["nextTtid"]
+        self.assertGreater(nextTtid, answer["tid"])
+        self.assertEqual(self.master.transactions.get(u64(nextTtid)).clientNid,
+                         self.client.nid)
+        answer = self.successResultOf(self.finish(nextTtid, oids=[p64(1)]))
+        self.assertGreater(answer["tid"], nextTtid)
+        self.assertIsNone(answer["nextTtid"])
+        self.assertEqual(len(self.master.transactions), 0)
+
+    def test_beginNextWhenStopping(self):
+        """No transaction is begun ahead once the cluster is stopping."""
+        self.holdLocks()
+        ttid = self.begin()
+        d = self.finish(ttid, beginNext=True)
+        self.master.setClusterState(ClusterState.STOPPING)
+        for peer in (self.s1, self.s2):
+            if ttid in peer.fake.held:
+                peer.fake.release(ttid)
+        self.settle()
+        self.assertIsNone(self.successResultOf(d)["nextTtid"])
 
     def test_checkedOidsInvolveTheirStorage(self):
         """Oids only checked (not stored) involve their storage node."""
@@ -891,7 +941,7 @@ class TransactionTests(MasterTestCase):
         self.assertEqual(self.s1.fake.named("NotifyUnlockInformation"), [])
         self.s2.fake.release(ttid)
         self.settle()
-        self.assertEqual(self.successResultOf(d), {"tid": tid})
+        self.assertEqual(self.successResultOf(d), {"tid": tid, "nextTtid": None})
         self.assertEqual(self.other.fake.named("InvalidateObjects"),
                          [{"tid": tid, "oids": oids}])
         self.assertEqual(self.client.fake.named("InvalidateObjects"), [])
@@ -1055,7 +1105,7 @@ class TransactionTests(MasterTestCase):
         imposed = p64(self.master.lastTid + 10)
         self.assertEqual(self.begin(tid=imposed), imposed)
         self.assertEqual(self.successResultOf(self.finish(imposed)),
-                         {"tid": imposed})
+                         {"tid": imposed, "nextTtid": None})
         self.assertEqual(self.master.lastTid, u64(imposed))
         self.assertGreater(self.begin(), imposed)
 
@@ -1070,31 +1120,57 @@ class TransactionTests(MasterTestCase):
             self.assertIn(f"{last:#x}", str(failure.value))
         self.assertEqual(len(self.master.transactions), 0)
 
-    def test_imposedTidWithTransactionInProgress(self):
-        """A tid may be imposed only when no transaction is in progress."""
+    def test_imposedTidBesideTransactionsInProgress(self):
+        """A tid may be imposed while other transactions are in progress
+        (clients keep one begun ahead), but not at or before a TID given
+        to a transaction being finished, nor on a ttid in use."""
+        self.holdLocks()
         self.begin(self.other)
-        d = self.ask(self.client, c.AskBeginTransaction,
-                     tid=p64(self.master.lastTid + 10 ** 9))
-        self.failureResultOf(d, Denied)
+        imposed = p64(self.master.lastTid + 10 ** 9)
+        self.assertEqual(self.begin(tid=imposed), imposed)
+        self.notify(self.client, c.AbortTransaction, ttid=imposed)
+        self.settle()
+        finishing = self.begin(self.other)
+        self.finish(finishing, oids=[p64(3)], client=self.other)
+        self.settle()
+        tid = self.master.transactions.get(u64(finishing)).tid
+        for candidate in (tid, tid - 1):
+            d = self.ask(self.client, c.AskBeginTransaction,
+                         tid=p64(candidate))
+            failure = self.failureResultOf(d, Denied)
+            self.assertIn(f"{tid:#x}", str(failure.value))
+        inUse = self.begin(self.other)
+        d = self.ask(self.client, c.AskBeginTransaction, tid=inUse)
+        self.assertIn("in progress", str(self.failureResultOf(d, Denied).value))
 
     def test_imposedTidCommittedInOrder(self):
         """A transaction begun after one with an imposed tid, and finished
-        first, is not committed before it: committed tids only grow."""
+        first, is not committed (answered) before it: committed tids only
+        grow."""
         imposed = p64(self.master.lastTid + 10)
         self.assertEqual(self.begin(tid=imposed), imposed)
-        try:
-            later = self.begin(self.other)
-        except self.failureException:
-            return  # refusing the later begin is a fix too
-        committed = []
-        self.other.fake.received.clear()
+        later = self.begin(self.other)
         d = self.finish(later, oids=[p64(3)], client=self.other)
-        d.addCallback(lambda a: committed.append(a["tid"]))
-        d = self.finish(imposed, oids=[p64(4)])
-        d.addCallback(lambda a: committed.append(a["tid"]))
         self.settle()
-        self.assertEqual(len(committed), 2)
-        self.assertEqual(committed, sorted(committed))
+        self.assertNoResult(d)
+        self.assertEqual(self.master.lastTid, u64(imposed) - 10)
+        self.successResultOf(self.finish(imposed, oids=[p64(4)]))
+        self.assertGreater(self.successResultOf(d)["tid"], imposed)
+        self.assertGreater(self.master.lastTid, u64(imposed))
+
+    def test_imposedTidAborted(self):
+        """Transactions finished behind an imposed tid commit once it is
+        aborted."""
+        imposed = p64(self.master.lastTid + 10)
+        self.begin(tid=imposed)
+        later = self.begin(self.other)
+        d = self.finish(later, oids=[p64(3)], client=self.other)
+        self.settle()
+        self.assertNoResult(d)
+        self.notify(self.client, c.AbortTransaction, ttid=imposed)
+        self.settle()
+        self.successResultOf(d)
+        self.assertIsNone(self.master.transactions.get(u64(imposed)))
 
 
 # -- 6. Stopping ---------------------------------------------------------------------

@@ -74,7 +74,8 @@ class FakeStorage(amp.CommandLocator):
         return {"oids": [p64(n) for n in range(1, count + 1)]}
 
     @c.AskFinishTransaction.responder
-    def askFinishTransaction(self, ttid, oids, checked):
+    def askFinishTransaction(self, ttid, oids, checked, voted=None,
+                             beginNext=False):
         self.received.append(("AskFinishTransaction", (oids, checked)))
         return {"tid": TID2}
 
@@ -176,7 +177,7 @@ class LargeArgumentTests(ConnectionTestCase):
         oids = [p64(n * 7) for n in range(20000)]
         answer = self.ask(c.AskFinishTransaction, ttid=TID1, oids=oids,
                           checked=[])
-        self.assertEqual(self.successResultOf(answer), {"tid": TID2})
+        self.assertEqual(self.successResultOf(answer), {"tid": TID2, "nextTtid": None})
         self.assertEqual(self.storage.received,
                          [("AskFinishTransaction", (oids, []))])
 

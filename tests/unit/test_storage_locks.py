@@ -68,6 +68,20 @@ class FakeDatabase:
             self.serials[oid] = tid
         return defer.succeed(None)
 
+    def commitVoted(self, ttid, tid, partition, metadata, objects):
+        self.calls.append(("commitVoted", ttid, tid, partition, metadata,
+                           objects))
+        for _, oid, _, _ in objects:
+            self.serials[oid] = tid
+        return defer.succeed(tid)
+
+    def voteAndLock(self, ttid, tid, partition, metadata, objects):
+        self.calls.append(("voteAndLock", ttid, tid, partition, metadata,
+                           objects))
+        self.voted[ttid] = objects
+        self.locked[ttid] = tid
+        return defer.succeed(None)
+
     def abortTransaction(self, ttid):
         self.calls.append(("abortTransaction", ttid))
         self.voted.pop(ttid, None)
@@ -342,6 +356,58 @@ class VoteTests(TransactionManagerTestCase):
         self.successResultOf(self.tm.abort(T2))
         self.failureResultOf(self.vote(txn), TransactionNotFound)
         self.assertEqual(self.db.callsOf("vote"), [])
+
+
+class InMemoryVoteTests(TransactionManagerTestCase):
+    """A vote for a sole participant stays in memory until the lock."""
+
+    def writes(self):
+        return [call for call in self.db.calls if call[0] != "lastSerial"]
+
+    def voteInMemory(self, txn, metadata=None):
+        return self.tm.vote(txn, PARTITION, metadata, durable=False)
+
+    def test_nothingWrittenUntilFinalLock(self):
+        """The vote writes nothing; the final lock commits the stores and
+        the metadata in one database call, then releases the locks."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"a"))
+        metadata = (b"user", b"desc", b"ext", A)
+        self.successResultOf(self.voteInMemory(txn, metadata))
+        self.assertTrue(txn.voted)
+        self.assertEqual(self.writes(), [])
+        self.successResultOf(self.tm.lock(T1, S7, final=True))
+        self.assertEqual(self.db.callsOf("commitVoted"),
+                         [(1, 7, PARTITION, metadata,
+                           [(PARTITION, 0xA, 0, b"a")])])
+        self.assertEqual(len(self.writes()), 1)
+        self.assertEqual(len(self.tm), 0)
+        self.assertEqual(self.tm.records.get(A, None, None), (S7, 0, b"a"))
+        self.assertIsNone(self.successResultOf(
+            self.store(self.begin(T2), A, S7)))
+
+    def test_abortTouchesNoDatabase(self):
+        """An abort after an in-memory vote has nothing to drop."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A))
+        self.successResultOf(self.voteInMemory(txn))
+        self.successResultOf(self.tm.abort(T1))
+        self.assertEqual(self.writes(), [])
+        self.assertEqual(len(self.tm), 0)
+
+    def test_lockNotFinal(self):
+        """Should another node take part after all, the lock makes the
+        vote durable with it, and the unlock commits as usual."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"a"))
+        self.successResultOf(self.voteInMemory(txn))
+        self.successResultOf(self.tm.lock(T1, S7))
+        self.assertEqual(self.db.callsOf("voteAndLock"),
+                         [(1, 7, PARTITION, None,
+                           [(PARTITION, 0xA, 0, b"a")])])
+        self.assertIsNone(txn.inMemory)
+        self.successResultOf(self.tm.unlock(T1))
+        self.assertEqual(self.db.serials[0xA], 7)
 
 
 class CommitTests(TransactionManagerTestCase):

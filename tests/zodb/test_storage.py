@@ -13,6 +13,8 @@ from ZODB.tests import (
     BasicStorage, ConflictResolution, MTStorage, PersistentStorage,
     ReadOnlyStorage, RevisionStorage, StorageTestBase, Synchronization)
 
+from ZODB.utils import p64, u64
+
 from tests import mysql
 from tests.cluster import InProcessCluster
 
@@ -210,6 +212,84 @@ class ReadAheadTests(ClusterStorageTestBase):
         self.assertEqual(storage._cache._loading, {})
 
 
+class CommitPathTests(ClusterStorageTestBase):
+    """What a commit asks of the master."""
+
+    storages = 1
+
+    def commit(self, data, tid=None):
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        storage = self._storage
+        t = TransactionMetaData()
+        storage.tpc_begin(t, tid)
+        ttid = storage._call(storage._app.whenBegun, storage._txns[t])
+        storage.store(self.oid, z64 if self.serial is None else self.serial,
+                      data, "", t)
+        storage.tpc_vote(t)
+        self.serial = storage.tpc_finish(t)
+        return ttid
+
+    def recordMasterCommands(self):
+        """The names of the commands the client asks its master."""
+        proto = self._storage._app.master
+        asked, ask = [], proto.ask
+
+        def recording(command, **kwargs):
+            asked.append(command.__name__)
+            return ask(command, **kwargs)
+        proto.ask = recording
+        return asked
+
+    def test_nextTransactionBegunAhead(self):
+        """Each commit's answer begins the next transaction: from the
+        second commit on, the client never asks for a begin."""
+        self.oid, self.serial = self._storage.new_oid(), None
+        asked = self.recordMasterCommands()
+        self.commit(b"1")
+        for data in (b"2", b"3"):
+            spare = self._storage._app._spare
+            self.assertIsNotNone(spare)
+            expected = spare[1].result
+            self.assertEqual(self.commit(data), expected)
+        self.assertEqual(asked, ["AskBeginTransaction"]
+                         + ["AskFinishTransaction"] * 3)
+        self.assertEqual(self._storage.load(self.oid)[0], b"3")
+        # The master holds the one begun ahead, and nothing else.
+        spare = self._storage._app._spare[1].result
+        self.assertEqual([t.ttid for t in self._cluster.master.transactions],
+                         [u64(spare)])
+
+    def test_imposedTidGivesTheSpareBack(self):
+        """A begin with an imposed TID gives the transaction begun ahead
+        back to the master, and commits under that TID."""
+        self.oid, self.serial = self._storage.new_oid(), None
+        self.commit(b"1")
+        master = self._cluster.master
+        imposed = p64(master.lastTid + 1000)
+        self.assertEqual(self.commit(b"2", tid=imposed), imposed)
+        self.assertEqual(self.serial, imposed)
+        spare = self._storage._app._spare[1].result
+        self.assertEqual([t.ttid for t in master.transactions], [u64(spare)])
+
+    def test_abortBeginsAhead(self):
+        """After an abort (likely retried), the next transaction is begun
+        ahead too."""
+        from ZODB.Connection import TransactionMetaData
+        storage = self._storage
+        self.oid, self.serial = storage.new_oid(), None
+        self.commit(b"1")
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.tpc_abort(t)
+        # Calls run in order in the reactor: the abort is processed.
+        storage._bridge.call(lambda: None)
+        self.assertIsNotNone(storage._app._spare)
+        asked = self.recordMasterCommands()
+        self.commit(b"2")
+        self.assertEqual(asked, ["AskFinishTransaction"])
+
+
 class ReconnectionTests(ClusterStorageTestBase):
     """The client across the loss and return of a storage node."""
 
@@ -228,11 +308,14 @@ class ReconnectionTests(ClusterStorageTestBase):
             conn.root()["v"] = 1
             transaction.commit()
             conn.close()
+            self.assertIsNotNone(self._storage._app._spare)
             self._cluster.stopStorage(1)
             self._cluster.waitForState(ClusterState.RECOVERING)
             self._storage._bridge.timeout = 2
             with self.assertRaises(ClientDisconnected):
                 self._storage.sync()
+            # Begun ahead, and forgotten by the master: dropped.
+            self.assertIsNone(self._storage._app._spare)
             self._cluster.restartStorage(1)
             self._cluster.waitForState(ClusterState.RUNNING)
             self._storage._bridge.timeout = 60
@@ -320,3 +403,4 @@ ZODBTestsOnMySQL = onMySQL(ZODBTests)
 LargeRecordTestsOnMySQL = onMySQL(LargeRecordTests)
 ReconnectionTestsOnMySQL = onMySQL(ReconnectionTests)
 DeadlockTestsOnMySQL = onMySQL(DeadlockTests)
+CommitPathTestsOnMySQL = onMySQL(CommitPathTests)

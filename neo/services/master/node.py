@@ -429,24 +429,23 @@ class MasterNode(BaseNode):
     def begin(self, entry, tid=None) -> bytes:
         if self.state is not ClusterState.RUNNING:
             raise NotReady(f"the cluster is {self.state.value}")
-        if tid is not None:
-            tid = u64(tid)
-            if len(self.transactions):
-                raise Denied("a TID may be imposed only when no other"
-                             " transaction is in progress")
-            if tid <= self.lastTid:
-                raise Denied(f"imposed TID {tid:#x} is not after the last"
-                             f" committed one {self.lastTid:#x}")
-            self.tids.observe(tid)
-            ttid = tid
-        else:
-            if any(txn.imposed for txn in self.transactions):
-                # It would commit before the imposed TID: refuse for now.
-                raise NotReady("a transaction with an imposed TID is in"
-                               " progress")
-            ttid = self.tids.next()
-        self.transactions.begin(ttid, entry.nid).imposed = tid is not None
-        return p64(ttid)
+        if tid is None:
+            return p64(self.transactions.begin(self.tids.next(),
+                                               entry.nid).ttid)
+        tid = u64(tid)
+        last = max(self.lastTid, self.transactions.lastQueued())
+        if tid <= last:
+            raise Denied(f"imposed TID {tid:#x} is not after the last"
+                         f" committed one {last:#x}")
+        if self.transactions.get(tid) is not None:
+            raise Denied(f"TID {tid:#x} is the temporary TID of a"
+                         " transaction in progress")
+        # Every TID handed out from now on is greater, and the transaction
+        # takes its place in the commit queue now: nothing commits after
+        # it before it is finished or aborted.
+        self.tids.observe(tid)
+        self.transactions.reserve(self.transactions.begin(tid, entry.nid))
+        return p64(tid)
 
     def newOids(self, count) -> list:
         if not 0 < count <= MAX_NEW_OIDS:
@@ -455,7 +454,8 @@ class MasterNode(BaseNode):
         self.lastOid += count
         return [p64(oid) for oid in range(first, self.lastOid + 1)]
 
-    def finish(self, entry, ttid, oids, checked):
+    def finish(self, entry, ttid, oids, checked, voted=None,
+               beginNext=False):
         txn = self.transactions.get(u64(ttid))
         if txn is None or txn.clientNid != entry.nid or txn.tid is not None:
             raise TransactionNotFound(
@@ -467,9 +467,23 @@ class MasterNode(BaseNode):
         partitions = {pt.partitionOf(o) for o in oids}
         partitions.update(pt.partitionOf(o) for o in checked)
         partitions.add(pt.partitionOf(txn.ttid))
-        involved = set()
-        for partition in partitions:
-            involved.update(pt.writable(partition, running))
+        involved, missing = set(), []
+        for partition in sorted(partitions):
+            nids = set(pt.writable(partition, running))
+            if voted is not None:
+                # A node the client did not vote on has nothing to lock;
+                # and a node voted on as the sole participant kept its
+                # vote in memory: it must get the final lock, which
+                # commits at once.
+                nids.intersection_update(voted)
+            if not nids:
+                missing.append(partition)
+            involved |= nids
+        if missing:
+            self._abort(txn)
+            raise NotReady("the storage nodes the transaction was voted on"
+                           " were lost (partitions"
+                           f" {', '.join(map(str, missing))})")
         if txn.imposed:
             tid = txn.ttid
         else:
@@ -487,7 +501,15 @@ class MasterNode(BaseNode):
                           final=final)
             d.addCallbacks(self._locked, self._lockFailed,
                            callbackArgs=(txn, nid), errbackArgs=(txn, nid))
+        if beginNext:
+            return txn.finished.addCallback(self._beginNext, entry)
         return txn.finished
+
+    def _beginNext(self, answer, entry):
+        """Begin the client's next transaction along with the answer."""
+        if self.state is ClusterState.RUNNING and entry.proto is not None:
+            answer = dict(answer, nextTtid=self.begin(entry))
+        return answer
 
     def _locked(self, _, txn, nid):
         self._committed(self.transactions.locked(txn.ttid, nid))
@@ -527,9 +549,11 @@ class MasterNode(BaseNode):
             self._abort(txn)
 
     def _abort(self, txn):
-        self.transactions.remove(txn.ttid)
+        committed = self.transactions.remove(txn.ttid)
         for node in self.storages(NodeState.RUNNING):
             node.proto.notify(c.AbortTransaction, ttid=p64(txn.ttid))
+        # An imposed TID aborted: what queued behind it may commit.
+        self._committed(committed)
         self._checkStopped()
 
     # -- Administration -----------------------------------------------------
@@ -612,9 +636,10 @@ class MasterHandler(amp.CommandLocator):
         return {"oids": self.node.newOids(count)}
 
     @c.AskFinishTransaction.responder
-    def askFinishTransaction(self, ttid, oids, checked):
+    def askFinishTransaction(self, ttid, oids, checked, voted=None,
+                             beginNext=False):
         return self.node.finish(self._peer(NodeType.CLIENT), ttid, oids,
-                                checked)
+                                checked, voted, beginNext)
 
     @c.AbortTransaction.responder
     def abortTransaction(self, ttid):

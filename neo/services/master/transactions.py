@@ -8,6 +8,10 @@ even when their storage nodes acknowledge the lock out of order.
 
 from twisted.internet import defer
 
+#: In the C{locking} set of a transaction with an imposed TID, until it is
+#: finished: it holds its place in the commit queue.
+_RESERVED = object()
+
 
 class MasterTransaction:
     """
@@ -27,6 +31,9 @@ class MasterTransaction:
         #: Nodes that unlocked with the lock (single participant).
         self.unlocked = set()
         self.finished = defer.Deferred()
+        #: The TID (the ttid) was imposed at begin: its place in the commit
+        #: queue is reserved.
+        self.imposed = False
 
 
 class TransactionTable:
@@ -49,17 +56,41 @@ class TransactionTable:
         txn = self._byTtid[ttid] = MasterTransaction(ttid, clientNid)
         return txn
 
-    def remove(self, ttid):
-        return self._byTtid.pop(ttid, None)
+    def remove(self, ttid) -> list:
+        """
+        Forget a transaction that is not finishing.  Returns the
+        transactions now committed (those that waited behind a reserved
+        TID), in TID order.
+        """
+        txn = self._byTtid.pop(ttid, None)
+        if txn is not None and txn in self.queue:
+            self.queue.remove(txn)
+            return self._pop()
+        return []
+
+    def reserve(self, txn: MasterTransaction):
+        """Queue a transaction whose TID (its ttid) was imposed at begin:
+        those finished after it wait for it."""
+        txn.imposed = True
+        txn.locking = {_RESERVED}
+        self.queue.append(txn)
+
+    def lastQueued(self) -> int:
+        """The greatest TID in the commit queue (0 if empty)."""
+        if not self.queue:
+            return 0
+        last = self.queue[-1]
+        return last.ttid if last.tid is None else last.tid
 
     def finishing(self, txn: MasterTransaction, tid: int, oids, involved):
         """Enter the lock phase; TIDs are handed out in increasing order, so
-        appending keeps the queue sorted."""
+        appending keeps the queue sorted (a reserved TID is in place)."""
         txn.tid = tid
         txn.oids = oids
         txn.involved = set(involved)
         txn.locking = set(involved)
-        self.queue.append(txn)
+        if not txn.imposed:
+            self.queue.append(txn)
 
     def locked(self, ttid, nid) -> list:
         """

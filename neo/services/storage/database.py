@@ -237,6 +237,30 @@ def _vote(cur, ttid, partition, metadata, objects):
                 (ttid, partition, meta, oids, user, description, extension))
 
 
+def _commitVoted(cur, ttid, tid, partition, metadata, objects):
+    """
+    Commit, under its final TID, a transaction voted in memory only (it
+    has no other participant): straight into obj and trans.  Idempotent.
+    """
+    for objPartition, oid, compression, data in objects:
+        dataId = None if data is None else _putData(cur, compression, data)
+        cur.execute("REPLACE INTO obj VALUES (?, ?, ?, ?, NULL)",
+                    (objPartition, oid, tid, dataId))
+    if metadata is not None:
+        user, description, extension, oids = metadata
+        cur.execute("REPLACE INTO trans VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
+                    (partition, tid, oids, user, description, extension,
+                     ttid))
+    return tid
+
+
+def _voteAndLock(cur, ttid, tid, partition, metadata, objects):
+    """Vote and lock at once (a transaction voted in memory, which turned
+    out to have other participants)."""
+    _vote(cur, ttid, partition, metadata, objects)
+    _lockTransaction(cur, ttid, tid)
+
+
 def _deleteTemporary(cur, ttid):
     cur.execute("SELECT data_id FROM tobj WHERE ttid=?", (ttid,))
     dataIds = [dataId for (dataId,) in cur.fetchall()]
@@ -365,6 +389,14 @@ class SQLBackend:
 
     def vote(self, ttid, partition, metadata, objects):
         return self._run(_vote, ttid, partition, metadata, objects)
+
+    def commitVoted(self, ttid, tid, partition, metadata, objects):
+        return self._run(_commitVoted, ttid, tid, partition, metadata,
+                         objects)
+
+    def voteAndLock(self, ttid, tid, partition, metadata, objects):
+        return self._run(_voteAndLock, ttid, tid, partition, metadata,
+                         objects)
 
     def lockTransaction(self, ttid, tid):
         return self._run(_lockTransaction, ttid, tid)

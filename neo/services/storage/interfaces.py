@@ -37,6 +37,15 @@ class IStorageBackend(Interface):
     def vote(ttid, partition, metadata, objects):
         """Make a transaction's stores durable in the temporary tables."""
 
+    def commitVoted(ttid, tid, partition, metadata, objects):
+        """
+        Commit a transaction voted in memory (never written) under its
+        final TID, in one SQL transaction: it has no other participant.
+        """
+
+    def voteAndLock(ttid, tid, partition, metadata, objects):
+        """L{vote} and L{lockTransaction} in one SQL transaction."""
+
     def lockTransaction(ttid, tid):
         """Record the final TID of a voted transaction (durably)."""
 

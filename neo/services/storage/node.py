@@ -389,7 +389,10 @@ class ClientHandler(amp.CommandLocator):
         if oids is not None:
             metadata = (user or b"", description or b"", extension or b"",
                         b"".join(oids))
-        yield txns.vote(txn, self.node.partitionOf(ttid), metadata)
+        # A pipelined vote is for a transaction on this node only: it
+        # becomes durable with the lock, which commits it at once.
+        yield txns.vote(txn, self.node.partitionOf(ttid), metadata,
+                        durable=not pipelined)
         return {"voted": True}
 
     @c.AbortTransaction.responder

@@ -44,6 +44,8 @@ class StorageTransaction:
         #: One of them answered a conflict since the last vote attempt.
         self.conflicted = False
         self.voted = False
+        #: C{(partition, metadata)} of a vote kept in memory (not durable).
+        self.inMemory = None
         self.tid = None
         self.aborted = False
 
@@ -220,21 +222,28 @@ class TransactionManager:
         return conflict
 
     @defer.inlineCallbacks
-    def vote(self, txn, partition, metadata):
+    def vote(self, txn, partition, metadata, durable=True):
         """
         Make the stores durable.  The client votes once every store and
         relock is answered, so the transaction holds all its locks: this
         never waits for one.
+
+        Without C{durable} (the transaction has no other participant), the
+        vote stays in memory and the lock writes everything at once: with
+        a single participant, a vote lost in a crash before the lock is a
+        transaction that nobody committed, which the master aborts anyway.
         """
         if txn.aborted:
             raise TransactionNotFound("the transaction was aborted")
         if txn.voted:
             return
         txn.voted = True
-        objects = [(p, u64(oid), compression, data)
-                   for oid, (p, _, compression, data) in txn.stores.items()]
+        if not durable:
+            txn.inMemory = (partition, metadata)
+            return
         try:
-            yield self._db.vote(u64(txn.ttid), partition, metadata, objects)
+            yield self._db.vote(u64(txn.ttid), partition, metadata,
+                                _objects(txn))
         except Exception:
             self.abort(txn.ttid)
             raise
@@ -278,6 +287,13 @@ class TransactionManager:
             self._readLocks[oid] = txn
         if final:
             yield self.unlock(ttid, commit=True)
+        elif txn.inMemory is not None:
+            # Not expected (such a vote is for a sole participant), but
+            # safe: the vote becomes durable with the lock.
+            partition, metadata = txn.inMemory
+            yield self._db.voteAndLock(u64(ttid), u64(tid), partition,
+                                       metadata, _objects(txn))
+            txn.inMemory = None
         else:
             yield self._db.lockTransaction(u64(ttid), u64(tid))
 
@@ -292,7 +308,11 @@ class TransactionManager:
         if txn is None:
             return
         try:
-            if commit:
+            if commit and txn.inMemory is not None:
+                partition, metadata = txn.inMemory
+                yield self._db.commitVoted(u64(ttid), u64(txn.tid),
+                                           partition, metadata, _objects(txn))
+            elif commit:
                 yield self._db.commitTransaction(u64(ttid), u64(txn.tid))
             else:
                 yield self._db.unlockTransaction(u64(ttid))
@@ -319,7 +339,7 @@ class TransactionManager:
         txn.aborted = True
         del self._txns[ttid]
         self._releaseAll(txn)
-        if txn.voted:
+        if txn.voted and txn.inMemory is None:
             return self._db.abortTransaction(u64(ttid))
         return defer.succeed(None)
 
@@ -350,3 +370,9 @@ class TransactionManager:
         """Wait while a transaction being committed holds C{oid}."""
         while oid in self._readLocks:
             yield self._wait(self._readWaiters, oid)
+
+
+def _objects(txn):
+    """The stores of a transaction, as the database takes them."""
+    return [(partition, u64(oid), compression, data)
+            for oid, (partition, _, compression, data) in txn.stores.items()]
