@@ -245,10 +245,11 @@ class Storage(ConflictResolvingStorage):
             raise POSException.StorageTransactionError(
                 "the transaction is already begun on this storage")
         txn = ClientTransaction(transaction)
-        # The temporary TID arrives while ZODB prepares the stores; an
-        # imposed TID is checked at once.
-        self._bridge.fire(self._app.begin, txn, tid)
+        # The temporary TID is asked for (if not begun ahead already) by
+        # the first operation that reaches the reactor; an imposed TID is
+        # checked at once.
         if tid is not None:
+            self._bridge.fire(self._app.begin, txn, tid)
             self._call(self._app.whenBegun, txn)
         self._txns[transaction] = txn
 
@@ -299,9 +300,10 @@ class Storage(ConflictResolvingStorage):
         if isinstance(description, str):
             description = description.encode("utf-8")
         while True:
-            self._flush(txn)
+            # The stores still buffered go with the vote: one hop.
+            records, txn.buffer, txn.buffered = txn.buffer, [], 0
             conflicts, readConflicts = self._call(
-                self._app.vote, txn, user, description, ext)
+                self._app.vote, txn, user, description, ext, records)
             for oid, committed in readConflicts.items():
                 raise POSException.ReadConflictError(
                     oid=oid, serials=(committed, txn.checked[oid]))
@@ -309,10 +311,21 @@ class Storage(ConflictResolvingStorage):
                 return list(txn.resolved)
             for oid, committed in conflicts.items():
                 serial, data = txn.data[oid]
-                resolved = self.tryToResolveConflict(oid, committed, serial,
-                                                     data)
+                resolved = self.tryToResolveConflict(
+                    oid, committed, serial, data,
+                    self._committedData(txn, oid, committed))
                 txn.resolved.add(oid)
                 self._store(txn, oid, committed, resolved)
+
+    @staticmethod
+    def _committedData(txn, oid, serial):
+        """The committed record a conflict came with, if it did (else
+        conflict resolution loads it)."""
+        record = txn.committed.pop(oid, None)
+        if record is None or record[0] != serial:
+            return b""
+        _, compression, data = record
+        return zlib.decompress(data) if compression == _ZLIB else data
 
     def tpc_finish(self, transaction, f=None):
         txn = self._txn(transaction, "tpc_finish")

@@ -63,9 +63,15 @@ class ClientTransaction:
         self.voting = False
         self.aborted = False
         self.beginWaiters = []
+        #: The begin was asked (it is asked by the first operation that
+        #: reaches the reactor, unless a TID is imposed).
+        self.begun = False
         self.error = None
         #: Storage nids voted on.
         self.voted = set()
+        #: C{{oid: (serial, compression, data)}}: committed revisions that
+        #: conflicted, as the storage nodes sent them.
+        self.committed = {}
 
 
 class ClientApp(ClusterView):
@@ -368,6 +374,7 @@ class ClientApp(ClusterView):
         meanwhile wait for it (L{whenBegun}): ZODB's thread need not.
         """
         txn.beginWaiters = []
+        txn.begun = True
         self._begin(txn, tid).addErrback(self._beginFailed, txn)
 
     @defer.inlineCallbacks
@@ -419,7 +426,9 @@ class ClientApp(ClusterView):
             d.errback(failure)
 
     def whenBegun(self, txn):
-        """A Deferred of the temporary TID."""
+        """A Deferred of the temporary TID (begun now if not yet)."""
+        if not txn.begun:
+            self.begin(txn)
         if txn.beginWaiters is None:
             if txn.ttid is None:
                 return defer.fail(ClusterError(txn.error))
@@ -450,6 +459,8 @@ class ClientApp(ClusterView):
         Send stores (C{(oid, serial, compression, data)}) to every writable
         cell of their objects, batched per node; answers arrive later.
         """
+        if not txn.begun:
+            self.begin(txn)
         txn.unsent += 1
         if txn.ttid is None:
             # Begin in progress (maybe reconnecting): route once begun.
@@ -490,6 +501,10 @@ class ClientApp(ClusterView):
             oid, serial = items[i], items[i + 1]
             if serial > txn.conflicts.get(oid, ZERO_TID):
                 txn.conflicts[oid] = serial
+        if answer["committed"]:
+            for oid, serial, compression, data in c.unpackRecords(
+                    answer["committed"]):
+                txn.committed[oid] = (serial, compression, data)
 
     def checkCurrent(self, txn, oid, serial):
         self._send(txn, oid, serial, c.CheckCurrentSerial, txn.readConflicts)
@@ -497,6 +512,8 @@ class ClientApp(ClusterView):
     def _send(self, txn, oid, serial, command, conflicts, **kwargs):
         # Called through callFromThread: an exception here would be lost,
         # and the store with it, so every failure is recorded in txn.
+        if not txn.begun:
+            self.begin(txn)
         txn.unsent += 1
         if txn.ttid is None:
             # Begin in progress (maybe reconnecting): route once begun.
@@ -574,13 +591,16 @@ class ClientApp(ClusterView):
         return conflicts, readConflicts
 
     @defer.inlineCallbacks
-    def vote(self, txn, user, description, extension):
+    def vote(self, txn, user, description, extension, records=()):
         """
-        Vote on every storage node involved; the nodes holding the
-        transaction's partition get its metadata.  If conflicts are still
-        to resolve, returns them (as L{waitStores}) without voting: the
-        caller resolves them, stores again and calls again.
+        Vote on every storage node involved, after storing C{records} (as
+        L{storeMany}); the nodes holding the transaction's partition get
+        its metadata.  If conflicts are still to resolve, returns them (as
+        L{waitStores}) without voting: the caller resolves them, stores
+        again and calls again.
         """
+        if records:
+            self.storeMany(txn, records)
         yield self.whenBegun(txn)
         running = self._running()
         metaNids = self.pt.writable(self.pt.partitionOf(txn.ttid), running)

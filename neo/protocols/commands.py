@@ -205,10 +205,14 @@ class StoreObjects(Command):
     Several stores at once (see L{StoreObject}): C{records} packs, for each,
     oid (8 bytes), serial (8), compression (1), data length (4) and data
     (L{packRecords}).  Answers the conflicts as oid, serial, oid, serial...
+    and, in C{committed}, the records of those committed revisions the
+    node had at hand (packed the same way): the client resolves the
+    conflicts without loading them.
     """
 
     arguments = [(b"ttid", Tid()), (b"records", BigBytes())]
-    response = [(b"conflicts", OidList())]
+    response = [(b"conflicts", OidList()),
+                (b"committed", BigBytes(optional=True))]
 
 
 _RECORD = struct.Struct(">8s8sBI")

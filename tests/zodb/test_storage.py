@@ -272,6 +272,22 @@ class CommitPathTests(ClusterStorageTestBase):
         spare = self._storage._app._spare[1].result
         self.assertEqual([t.ttid for t in master.transactions], [u64(spare)])
 
+    def test_beginAskedByFirstOperation(self):
+        """tpc_begin asks nothing: a transaction aborted before any store
+        leaves the one begun ahead for the next."""
+        from ZODB.Connection import TransactionMetaData
+        storage = self._storage
+        self.oid, self.serial = storage.new_oid(), None
+        self.commit(b"1")
+        spare = storage._app._spare
+        asked = self.recordMasterCommands()
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.tpc_abort(t)
+        storage._bridge.call(lambda: None)
+        self.assertIs(storage._app._spare, spare)
+        self.assertEqual(asked, [])
+
     def test_abortBeginsAhead(self):
         """After an abort (likely retried), the next transaction is begun
         ahead too."""
@@ -288,6 +304,42 @@ class CommitPathTests(ClusterStorageTestBase):
         asked = self.recordMasterCommands()
         self.commit(b"2")
         self.assertEqual(asked, ["AskFinishTransaction"])
+
+
+class ConflictDataTests(ClusterStorageTestBase):
+    """Conflicts come with the committed record they conflict with."""
+
+    def test_resolvedWithoutLoading(self):
+        """A client resolves a conflict with the committed revision the
+        storage node sent along, without loading it."""
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.tests.ConflictResolution import PCounter
+        from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
+        from ZODB.utils import z64
+        mine, other = self._storage, self._new_storage_client()
+        oid = mine.new_oid()
+
+        def store(storage, serial, value):
+            counter = PCounter()
+            counter._value = value
+            t = TransactionMetaData()
+            storage.tpc_begin(t)
+            storage.store(oid, serial, zodb_pickle(counter), "", t)
+            resolved = storage.tpc_vote(t)
+            return storage.tpc_finish(t), resolved
+
+        first, _ = store(mine, z64, 1)
+        mine.load(oid)
+        other.load(oid)
+        store(other, first, 3)  # +2
+        loads = []
+        load = mine._app.load
+        mine._app.load = lambda *args: loads.append(args) or load(*args)
+        tid, resolved = store(mine, first, 2)  # +1, based on the first
+        self.assertEqual(resolved, [oid])
+        self.assertEqual(loads, [])
+        mine._cache.clear()
+        self.assertEqual(zodb_unpickle(mine.loadSerial(oid, tid))._value, 4)
 
 
 class ReconnectionTests(ClusterStorageTestBase):
@@ -350,8 +402,10 @@ class DeadlockTests(ClusterStorageTestBase):
             app.pt.readable(app.pt.partitionOf(x)),
             app.pt.readable(app.pt.partitionOf(y)))
         older, younger = TransactionMetaData(), TransactionMetaData()
-        storage.tpc_begin(older)
-        storage.tpc_begin(younger)
+        for t in (older, younger):
+            storage.tpc_begin(t)
+            # Begun (given its ttid) in this order.
+            storage._call(app.whenBegun, storage._txns[t])
 
         def answered(t):
             storage._flush(storage._txns[t])
@@ -404,3 +458,4 @@ LargeRecordTestsOnMySQL = onMySQL(LargeRecordTests)
 ReconnectionTestsOnMySQL = onMySQL(ReconnectionTests)
 DeadlockTestsOnMySQL = onMySQL(DeadlockTests)
 CommitPathTestsOnMySQL = onMySQL(CommitPathTests)
+ConflictDataTestsOnMySQL = onMySQL(ConflictDataTests)

@@ -350,13 +350,17 @@ class ClientHandler(amp.CommandLocator):
                                         compression, data))
              for oid, serial, compression, data in records],
             consumeErrors=True)
-        conflicts = []
+        conflicts, committed = [], []
         for (oid, _, _, _), (ok, result) in zip(records, results):
             if not ok:
                 result.raiseException()
             if result is not None:
                 conflicts += (oid, result)
-        return {"conflicts": conflicts}
+                hit = txns.records.get(oid, result)
+                if hit is not None and hit[2] is not None:
+                    committed.append((oid, result, hit[1], hit[2]))
+        return {"conflicts": conflicts,
+                "committed": c.packRecords(committed) if committed else None}
 
     @c.CheckCurrentSerial.responder
     def checkCurrentSerial(self, ttid, oid, serial):
