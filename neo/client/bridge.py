@@ -9,7 +9,11 @@ timeout; L{Bridge.fire} runs one without waiting.  Never call the bridge
 from the reactor thread itself.
 """
 
+import threading
+
 import crochet
+from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from neo.client.exceptions import ClientDisconnected
 
@@ -17,9 +21,37 @@ from neo.client.exceptions import ClientDisconnected
 CALL_TIMEOUT = 30.0
 
 
-@crochet.run_in_reactor
-def _inReactor(function, *args, **kwargs):
-    return function(*args, **kwargs)
+class _Call:
+    """
+    One call waited for: the calling thread blocks on a lock that the
+    reactor thread releases with the outcome (the commit path makes two
+    such calls per transaction: they are kept to one wake-up each way).
+    """
+
+    def __init__(self, function, args, kwargs):
+        self.function, self.args, self.kwargs = function, args, kwargs
+        self.outcome = None
+        self.deferred = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def run(self):
+        # In the reactor thread.
+        self.deferred = defer.maybeDeferred(self.function, *self.args,
+                                            **self.kwargs)
+        self.deferred.addBoth(self._finished)
+
+    def _finished(self, outcome):
+        self.outcome = outcome
+        self.done.release()
+        if isinstance(outcome, Failure):
+            return None  # reported to the caller, not as unhandled
+        return outcome
+
+    def cancel(self):
+        # In the reactor thread, after a timeout.
+        if self.deferred is not None:
+            self.deferred.cancel()
 
 
 class Bridge:
@@ -32,19 +64,15 @@ class Bridge:
     def call(self, function, *args, timeout=None, **kwargs):
         """Run C{function} in the reactor thread and return its result."""
         timeout = self.timeout if timeout is None else timeout
-        result = _inReactor(function, *args, **kwargs)
-        try:
-            return result.wait(timeout)
-        except crochet.TimeoutError:
-            result.cancel()
-            try:
-                # Collect the cancellation, so that it is not reported as
-                # an unhandled error later.
-                result.wait(5)
-            except Exception:
-                pass
+        call = _Call(function, args, kwargs)
+        self.reactor.callFromThread(call.run)
+        if not call.done.acquire(timeout=timeout):
+            self.reactor.callFromThread(call.cancel)
             raise ClientDisconnected(
                 f"no answer from the NEO cluster within {timeout:g} s")
+        if isinstance(call.outcome, Failure):
+            call.outcome.raiseException()
+        return call.outcome
 
     def fire(self, function, *args, **kwargs):
         """Run C{function} in the reactor thread; do not wait."""

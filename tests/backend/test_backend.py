@@ -154,6 +154,48 @@ class BackendTests:
         self.assertEqual(self.call(db, "unlockTransaction", 100), 110)
         self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
 
+    def test_groupCommit(self):
+        """Commit steps asked while one is in the database run together
+        afterwards, each with its own result; one that fails fails alone."""
+        from twisted.internet import defer
+        db = self.open()
+
+        def steps():
+            ds = [db.commitVoted(100, 110, P, None, [(P, 7, 0, b"a")]),
+                  db.vote(200, P, None, [(P, 8, 0, b"b")]),
+                  db.commitVoted(300, 310, P, None, [(P, 9, 0, b"c")]),
+                  db.commitVoted(400, 410, P, None, [(P, 10, 0, "not bytes")]),
+                  db.lockTransaction(200, 210),
+                  db.unlockTransaction(200)]
+            return defer.DeferredList(ds, consumeErrors=True)
+
+        results = self.bridge.call(steps)
+        self.assertEqual([ok for ok, _ in results],
+                         [True, True, True, False, True, True])
+        self.assertEqual(results[0][1], 110)
+        self.assertEqual(results[5][1], 210)
+        for oid, data in ((7, b"a"), (8, b"b"), (9, b"c")):
+            self.assertEqual(self.call(db, "load", P, oid, None, None)[3],
+                             data)
+        with self.assertRaises(OidDoesNotExist):
+            self.call(db, "load", P, 10, None, None)
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
+
+    def test_groupCommitInteractions(self):
+        """Four steps asked at once take two SQL transactions: the first,
+        then the three others together."""
+        from twisted.internet import defer
+        db = self.open()
+        interactions = []
+        run = db._run
+        db._run = lambda *args: interactions.append(args[0]) or run(*args)
+        self.bridge.call(lambda: defer.gatherResults([
+            db.commitVoted(t, t + 1, P, None, [(P, t, 0, b"x")])
+            for t in (100, 200, 300, 400)]))
+        self.assertEqual([f.__name__ for f in interactions],
+                         ["_commitVoted", "_steps"])
+        self.assertEqual(self.call(db, "lastIds"), (401, 400))
+
     def test_loadCapped(self):
         """A load with a size cap does not read a larger record."""
         db = self.open()

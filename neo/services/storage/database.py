@@ -20,6 +20,7 @@ import hashlib
 import json
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from neo.protocols.errors import OidDoesNotExist, OidNotFound
@@ -261,6 +262,11 @@ def _voteAndLock(cur, ttid, tid, partition, metadata, objects):
     _lockTransaction(cur, ttid, tid)
 
 
+def _steps(cur, steps):
+    """Several commit steps in one SQL transaction (group commit)."""
+    return [function(cur, *args) for function, args in steps]
+
+
 def _deleteTemporary(cur, ttid):
     cur.execute("SELECT data_id FROM tobj WHERE ttid=?", (ttid,))
     dataIds = [dataId for (dataId,) in cur.fetchall()]
@@ -339,6 +345,9 @@ class SQLBackend:
         self._reactor = reactor
         self._pool = None
         self.config = {}
+        #: Commit steps waiting for the one in progress: C{[(function,
+        #: args, Deferred)]}, or None when none is in progress.
+        self._waiting = None
 
     def _start(self):
         raise NotImplementedError
@@ -347,6 +356,46 @@ class SQLBackend:
         dialect = self.dialect
         return self._pool.runInteraction(
             lambda txn: function(Cursor(txn, dialect), *args))
+
+    def _commitStep(self, function, *args):
+        """
+        Run a step of the commit protocol (vote, lock, unlock, abort).
+        Group commit: the steps asked while one is in the database run
+        next, together, in one SQL transaction; each is idempotent, and
+        should the group fail they are run again one by one, so that one
+        step's failure is its own.
+        """
+        if self._waiting is not None:
+            d = defer.Deferred()
+            self._waiting.append((function, args, d))
+            return d
+        self._waiting = []
+        return self._run(function, *args).addBoth(self._nextSteps)
+
+    def _nextSteps(self, result):
+        steps, self._waiting = self._waiting, None
+        if steps:
+            self._waiting = []
+            if len(steps) == 1:
+                function, args, d = steps[0]
+                group = self._run(function, *args)
+            else:
+                group = self._run(_steps, [(f, a) for f, a, _ in steps])
+            group.addBoth(self._stepsDone, steps).addBoth(self._nextSteps)
+        return result
+
+    def _stepsDone(self, results, steps):
+        if len(steps) == 1:
+            steps[0][2].callback(results)  # a failure errbacks
+            return None
+        if isinstance(results, Failure):
+            # One of them failed: each alone, for its own result.
+            for function, args, d in steps:
+                self._run(function, *args).chainDeferred(d)
+            return None
+        for (_, _, d), result in zip(steps, results):
+            d.callback(result)
+        return None
 
     @defer.inlineCallbacks
     def open(self):
@@ -388,27 +437,27 @@ class SQLBackend:
         return self._run(_load, partition, oid, serial, before, maxSize)
 
     def vote(self, ttid, partition, metadata, objects):
-        return self._run(_vote, ttid, partition, metadata, objects)
+        return self._commitStep(_vote, ttid, partition, metadata, objects)
 
     def commitVoted(self, ttid, tid, partition, metadata, objects):
-        return self._run(_commitVoted, ttid, tid, partition, metadata,
+        return self._commitStep(_commitVoted, ttid, tid, partition, metadata,
                          objects)
 
     def voteAndLock(self, ttid, tid, partition, metadata, objects):
-        return self._run(_voteAndLock, ttid, tid, partition, metadata,
+        return self._commitStep(_voteAndLock, ttid, tid, partition, metadata,
                          objects)
 
     def lockTransaction(self, ttid, tid):
-        return self._run(_lockTransaction, ttid, tid)
+        return self._commitStep(_lockTransaction, ttid, tid)
 
     def unlockTransaction(self, ttid):
-        return self._run(_unlockTransaction, ttid)
+        return self._commitStep(_unlockTransaction, ttid)
 
     def commitTransaction(self, ttid, tid):
-        return self._run(_commitTransaction, ttid, tid)
+        return self._commitStep(_commitTransaction, ttid, tid)
 
     def abortTransaction(self, ttid):
-        return self._run(_abortTransaction, ttid)
+        return self._commitStep(_abortTransaction, ttid)
 
     def lockedTransactions(self):
         return self._run(_lockedTransactions)
