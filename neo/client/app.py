@@ -72,6 +72,8 @@ class ClientTransaction:
         #: C{{oid: (serial, compression, data)}}: committed revisions that
         #: conflicted, as the storage nodes sent them.
         self.committed = {}
+        #: Oids whose conflict a storage node resolved.
+        self.resolvedByNodes = set()
 
 
 class ClientApp(ClusterView):
@@ -505,6 +507,10 @@ class ClientApp(ClusterView):
             for oid, serial, compression, data in c.unpackRecords(
                     answer["committed"]):
                 txn.committed[oid] = (serial, compression, data)
+        for oid in answer["resolved"] or ():
+            # Resolved by the node: what it keeps is not txn.data.
+            txn.resolvedByNodes.add(oid)
+            txn.resolved.add(oid)
 
     def checkCurrent(self, txn, oid, serial):
         self._send(txn, oid, serial, c.CheckCurrentSerial, txn.readConflicts)
@@ -689,7 +695,7 @@ class ClientApp(ClusterView):
         with self.lastTidLock:
             for oid, (_, data) in txn.data.items():
                 self.cache.invalidate([oid], tid)
-                if data is not None:
+                if data is not None and oid not in txn.resolvedByNodes:
                     self.cache.store(oid, tid, None, data)
             # ZODB's callback invalidates the other connections of this
             # process: before lastTid moves, which they poll.

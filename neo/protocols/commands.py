@@ -207,12 +207,14 @@ class StoreObjects(Command):
     (L{packRecords}).  Answers the conflicts as oid, serial, oid, serial...
     and, in C{committed}, the records of those committed revisions the
     node had at hand (packed the same way): the client resolves the
-    conflicts without loading them.
+    conflicts without loading them.  C{resolved} are the oids whose
+    conflict the node resolved itself (kept, as based on the last serial).
     """
 
     arguments = [(b"ttid", Tid()), (b"records", BigBytes())]
     response = [(b"conflicts", OidList()),
-                (b"committed", BigBytes(optional=True))]
+                (b"committed", BigBytes(optional=True)),
+                (b"resolved", OidList(optional=True))]
 
 
 _RECORD = struct.Struct(">8s8sBI")

@@ -1,5 +1,7 @@
 """Tests for L{neo.services.storage.transactions}."""
 
+import zlib
+
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -33,6 +35,8 @@ class FakeDatabase:
         self.calls = []
         self.voted = {}
         self.locked = {}
+        #: C{{(oid, serial): (compression, data)}} for load().
+        self.revisions = {}
         self.voteError = None
 
     def callsOf(self, name):
@@ -82,6 +86,11 @@ class FakeDatabase:
         self.locked[ttid] = tid
         return defer.succeed(None)
 
+    def load(self, partition, oid, serial=None, before=None, maxSize=None):
+        self.calls.append(("load", partition, oid, serial))
+        compression, data = self.revisions[oid, serial]
+        return defer.succeed((serial, None, compression, data, False))
+
     def abortTransaction(self, ttid):
         self.calls.append(("abortTransaction", ttid))
         self.voted.pop(ttid, None)
@@ -89,12 +98,16 @@ class FakeDatabase:
 
 
 class TransactionManagerTestCase(SynchronousTestCase):
+    #: The lock tests store records that are not pickles.
+    resolveConflicts = False
+
     def setUp(self):
         self.db = FakeDatabase()
         self.db.serials = {u64(A): 5, u64(B): 5}
         self.deadlocks = []
         self.tm = TransactionManager(
-            self.db, lambda txn, oid: self.deadlocks.append((txn.ttid, oid)))
+            self.db, lambda txn, oid: self.deadlocks.append((txn.ttid, oid)),
+            resolveConflicts=self.resolveConflicts)
 
     def begin(self, ttid, client=C1):
         return self.tm.get(ttid, client, create=True)
@@ -356,6 +369,73 @@ class VoteTests(TransactionManagerTestCase):
         self.successResultOf(self.tm.abort(T2))
         self.failureResultOf(self.vote(txn), TransactionNotFound)
         self.assertEqual(self.db.callsOf("vote"), [])
+
+
+class NodeResolutionTests(TransactionManagerTestCase):
+    """Conflicting stores the node resolves itself."""
+
+    resolveConflicts = True
+
+    def counter(self, value, compression=0):
+        from ZODB.tests.ConflictResolution import PCounter
+        from ZODB.tests.StorageTestBase import zodb_pickle
+        counter = PCounter()
+        counter._value = value
+        data = zodb_pickle(counter)
+        return zlib.compress(data) if compression else data
+
+    def value(self, data, compression=0):
+        from ZODB.tests.StorageTestBase import zodb_unpickle
+        return zodb_unpickle(zlib.decompress(data) if compression
+                             else data)._value
+
+    def commitCounter(self, ttid, tid, serial, value):
+        txn = self.begin(ttid)
+        self.assertIsNone(self.successResultOf(
+            self.store(txn, A, serial, self.counter(value))))
+        self.commit(txn, tid)
+
+    def test_resolvedFromMemory(self):
+        """With the last revision and the one it replaced in memory, a
+        store based on the latter is resolved, kept locked as based on
+        the last serial, and reported; nothing is read from the
+        database."""
+        self.commitCounter(T1, 6, S5, 1)
+        self.commitCounter(T2, 7, p64(6), 3)  # +2
+        txn = self.begin(T3)
+        data = self.counter(2, compression=1)  # +1 on revision 6
+        self.assertIsNone(self.successResultOf(
+            self.tm.store(txn, PARTITION, A, p64(6), 1, data)))
+        self.assertEqual(txn.resolved, {A})
+        partition, serial, compression, resolved = txn.stores[A]
+        self.assertEqual(serial, S7)
+        self.assertEqual(self.value(resolved, compression), 4)
+        self.assertEqual(self.db.callsOf("load"), [])
+        self.assertNoResult(self.store(self.begin(p64(4)), A, S7))
+
+    def test_resolvedFromDatabase(self):
+        """A store based on an older revision reads it from the
+        database."""
+        self.db.revisions[0xA, 5] = (0, self.counter(10))
+        self.commitCounter(T1, 6, S5, 11)
+        self.commitCounter(T2, 7, p64(6), 12)
+        txn = self.begin(T3)
+        self.assertIsNone(self.successResultOf(
+            self.store(txn, A, S5, self.counter(20))))  # +10 on 5
+        self.assertEqual(self.db.callsOf("load"), [(PARTITION, 0xA, 5)])
+        self.assertEqual(self.value(txn.stores[A][3]), 22)
+
+    def test_unresolvable(self):
+        """What cannot be resolved is a plain conflict: nothing kept, the
+        lock released."""
+        self.commitCounter(T1, 6, S5, 1)
+        self.commitCounter(T2, 7, p64(6), 3)
+        txn = self.begin(T3)
+        self.assertEqual(self.successResultOf(
+            self.store(txn, A, p64(6), b"not a pickle")), S7)
+        self.assertEqual((txn.stores, txn.resolved), ({}, set()))
+        self.assertIsNone(self.successResultOf(
+            self.store(self.begin(p64(4)), A, S7)))
 
 
 class InMemoryVoteTests(TransactionManagerTestCase):

@@ -316,6 +316,8 @@ class ConflictDataTests(ClusterStorageTestBase):
         from ZODB.tests.ConflictResolution import PCounter
         from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
         from ZODB.utils import z64
+        for node in self._cluster.storages:
+            node.txns.resolveConflicts = False  # the client resolves
         mine, other = self._storage, self._new_storage_client()
         oid = mine.new_oid()
 
@@ -340,6 +342,70 @@ class ConflictDataTests(ClusterStorageTestBase):
         self.assertEqual(loads, [])
         mine._cache.clear()
         self.assertEqual(zodb_unpickle(mine.loadSerial(oid, tid))._value, 4)
+
+
+class NodeResolutionTests(ClusterStorageTestBase):
+    """Conflicts resolved by the storage node itself."""
+
+    storages = 1
+
+    def test_resolvedByTheNode(self):
+        """A conflicting store of a class the node can import, based on
+        the revision the last one replaced, is resolved by the node: the
+        client does not resolve it, tpc_vote reports it, and the resolved
+        state is what is committed (and not cached from the client's
+        unresolved state)."""
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.tests.ConflictResolution import PCounter
+        from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
+        from ZODB.utils import z64
+        mine, other = self._storage, self._new_storage_client()
+        oid = mine.new_oid()
+
+        def store(storage, serial, value):
+            counter = PCounter()
+            counter._value = value
+            t = TransactionMetaData()
+            storage.tpc_begin(t)
+            storage.store(oid, serial, zodb_pickle(counter), "", t)
+            resolved = storage.tpc_vote(t)
+            return storage.tpc_finish(t), resolved
+
+        first, _ = store(mine, z64, 1)
+        store(other, first, 3)  # +2
+        resolutions = []
+        mine.tryToResolveConflict = lambda *args: resolutions.append(args)
+        tid, resolved = store(mine, first, 2)  # +1, based on the first
+        self.assertEqual(resolved, [oid])
+        self.assertEqual(resolutions, [])
+        self.assertEqual(zodb_unpickle(mine.load(oid)[0])._value, 4)
+        self.assertEqual(zodb_unpickle(other.load(oid)[0])._value, 4)
+
+    def test_unresolvableLeftToTheClient(self):
+        """A class without conflict resolution is a plain conflict."""
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.POSException import ConflictError
+        from ZODB.tests.MinPO import MinPO
+        from ZODB.tests.StorageTestBase import zodb_pickle
+        from ZODB.utils import z64
+        mine, other = self._storage, self._new_storage_client()
+        oid = mine.new_oid()
+
+        def store(storage, serial, value):
+            t = TransactionMetaData()
+            storage.tpc_begin(t)
+            storage.store(oid, serial, zodb_pickle(MinPO(value)), "", t)
+            try:
+                storage.tpc_vote(t)
+            except ConflictError:
+                storage.tpc_abort(t)
+                raise
+            return storage.tpc_finish(t)
+
+        first = store(mine, z64, 1)
+        store(other, first, 2)
+        with self.assertRaises(ConflictError):
+            store(mine, first, 3)
 
 
 class ReconnectionTests(ClusterStorageTestBase):
@@ -459,3 +525,4 @@ ReconnectionTestsOnMySQL = onMySQL(ReconnectionTests)
 DeadlockTestsOnMySQL = onMySQL(DeadlockTests)
 CommitPathTestsOnMySQL = onMySQL(CommitPathTests)
 ConflictDataTestsOnMySQL = onMySQL(ConflictDataTests)
+NodeResolutionTestsOnMySQL = onMySQL(NodeResolutionTests)

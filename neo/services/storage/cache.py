@@ -12,6 +12,10 @@ from collections import OrderedDict
 DEFAULT_SIZE = 64 * 1024 * 1024
 #: Records larger than this are not kept.
 LARGEST = 1024 * 1024
+#: Bytes of replaced revisions kept (for conflict resolution).
+PREVIOUS_SIZE = 8 * 1024 * 1024
+#: Replaced revisions larger than this are not kept.
+PREVIOUS_LARGEST = 64 * 1024
 
 
 class LatestRecords:
@@ -20,6 +24,10 @@ class LatestRecords:
         self.size = 0
         # oid -> (tid, compression, data or None for a deletion)
         self._records = OrderedDict()
+        #: oid -> the revision the current one replaced: what a store
+        #: conflicting with the latest commit was likely based on.
+        self._previous = OrderedDict()
+        self._previousSize = 0
         #: Bumped by every commit: a database read that began before a
         #: commit must not be remembered as current.
         self.generation = 0
@@ -38,10 +46,30 @@ class LatestRecords:
         self._records.move_to_end(oid)
         return record
 
+    def previous(self, oid, serial):
+        """C{(tid, compression, data)} of revision C{serial} if it is the
+        one the current revision replaced, and known here."""
+        record = self._previous.get(oid)
+        if record is None or record[0] != serial:
+            return None
+        return record
+
+    def _forgetPrevious(self, oid):
+        record = self._previous.pop(oid, None)
+        if record is not None:
+            self._previousSize -= len(record[2] or b"")
+
     def put(self, oid, tid, compression, data):
         old = self._records.pop(oid, None)
+        self._forgetPrevious(oid)
         if old is not None:
             self.size -= len(old[2] or b"")
+            if old[0] < tid and len(old[2] or b"") <= PREVIOUS_LARGEST:
+                self._previous[oid] = old
+                self._previousSize += len(old[2] or b"")
+                while self._previousSize > PREVIOUS_SIZE:
+                    _, (_, _, dropped) = self._previous.popitem(last=False)
+                    self._previousSize -= len(dropped or b"")
         if data is not None and len(data) > LARGEST:
             return
         self._records[oid] = (tid, compression, data)
@@ -52,10 +80,12 @@ class LatestRecords:
 
     def forget(self, oid):
         old = self._records.pop(oid, None)
+        self._forgetPrevious(oid)
         if old is not None:
             self.size -= len(old[2] or b"")
 
     def clear(self):
         self._records.clear()
-        self.size = 0
+        self._previous.clear()
+        self.size = self._previousSize = 0
         self.generation += 1

@@ -12,10 +12,12 @@ class StorageConfig:
     database: str = None
     reset: bool = False
     addressFile: str = None
+    resolveConflicts: bool = True
 
     @classmethod
     def fromOptions(cls, options) -> "StorageConfig":
         return cls(cluster=options["cluster"], masters=tuple(options["masters"]),
                    bind=options["bind"], adapter=options["adapter"],
                    database=options["database"], reset=bool(options["reset"]),
-                   addressFile=options["address-file"])
+                   addressFile=options["address-file"],
+                   resolveConflicts=not options["no-node-resolution"])

@@ -52,7 +52,8 @@ class StorageNode(BaseNode, ClusterView):
         super().__init__(config.cluster, reactor, fatalCallback)
         self.config = config
         self.db = makeBackend(config, reactor)
-        self.txns = TransactionManager(self.db, self._notifyDeadlock)
+        self.txns = TransactionManager(self.db, self._notifyDeadlock,
+                                       config.resolveConflicts)
         self.nodes = NodeTable()
         self.pt = None
         self.clusterState = None
@@ -359,8 +360,13 @@ class ClientHandler(amp.CommandLocator):
                 hit = txns.records.get(oid, result)
                 if hit is not None and hit[2] is not None:
                     committed.append((oid, result, hit[1], hit[2]))
+        resolved = []
+        if txn.resolved:
+            resolved = [oid for oid, _, _, _ in records if oid in txn.resolved]
+            txn.resolved.difference_update(resolved)
         return {"conflicts": conflicts,
-                "committed": c.packRecords(committed) if committed else None}
+                "committed": c.packRecords(committed) if committed else None,
+                "resolved": resolved}
 
     @c.CheckCurrentSerial.responder
     def checkCurrentSerial(self, ttid, oid, serial):

@@ -20,7 +20,11 @@ class Options(NodeOptions):
          " [user[:password]@]database/path/to/unix_socket (created if the"
          " user may)."],
     ]
-    optFlags = [["reset", None, "Wipe this node's data before starting."]]
+    optFlags = [["reset", None, "Wipe this node's data before starting."],
+                ["no-node-resolution", None, "Leave the resolution of"
+                 " conflicting stores to the clients (by default the node"
+                 " resolves small ones itself, importing the classes their"
+                 " records name, as ZODB's conflict resolution does)."]]
     nodeDefaults = dict(NodeOptions.nodeDefaults, adapter="SQLite")
     required = ("cluster", "database")
 

@@ -19,8 +19,10 @@ from collections import OrderedDict
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from neo.lib.ids import p64, u64
+from neo.lib.ids import ZERO_TID, p64, u64
 from neo.services.storage.cache import LatestRecords
+from neo.services.storage.resolution import LARGEST as RESOLVE_LARGEST
+from neo.services.storage.resolution import resolve
 from neo.protocols.errors import TransactionNotFound
 
 
@@ -39,6 +41,8 @@ class StorageTransaction:
         self.stores = {}
         self.checked = {}
         self.notified = set()
+        #: Stored oids whose conflict this node resolved, not yet told.
+        self.resolved = set()
         #: Stores, checks and relocks in progress.
         self.pending = set()
         #: One of them answered a conflict since the last vote attempt.
@@ -56,12 +60,15 @@ class StorageTransaction:
 class TransactionManager:
     """The transactions in progress on a storage node and their locks."""
 
-    def __init__(self, db, notifyDeadlock=None):
+    def __init__(self, db, notifyDeadlock=None, resolveConflicts=True):
         """
         @param notifyDeadlock: called with a transaction and an oid when an
             older transaction waits for that (younger, unvoted) one's lock.
+        @param resolveConflicts: resolve conflicting stores here when
+            possible (L{neo.services.storage.resolution}).
         """
         self._db = db
+        self.resolveConflicts = resolveConflicts
         self._notifyDeadlock = notifyDeadlock
         # Last committed serials, to check stores without asking the
         # database: an LRU of recent ones, and the greatest oid stored
@@ -163,14 +170,30 @@ class TransactionManager:
         return d.addCallback(found)
 
     @defer.inlineCallbacks
-    def _check(self, txn, oid, partition, serial):
-        """Lock C{oid}; return the last serial if it is not C{serial}."""
+    def _check(self, txn, oid, partition, serial, keep=False):
+        """
+        Lock C{oid}; return the last serial if it is not C{serial} (the
+        lock is then released, unless C{keep}).
+        """
         yield self._acquire(txn, oid)
         last = yield self._lastSerial(partition, oid)
         if last is not None and last != serial:
-            self._release(txn, oid)
+            if not keep:
+                self._release(txn, oid)
             return last
         return None
+
+    def _revision(self, partition, oid, serial):
+        """C{(serial, compression, data)} of a committed revision, from
+        memory if it is there (data is None if deleted or too large)."""
+        hit = self.records.get(oid, serial) or \
+            self.records.previous(oid, serial)
+        if hit is not None:
+            return defer.succeed(hit)
+        d = self._db.load(partition, u64(oid), u64(serial), None,
+                          RESOLVE_LARGEST)
+        d.addCallback(lambda r: (serial, r[2], None if r[4] else r[3]))
+        return d.addErrback(lambda _: (serial, 0, None))
 
     # -- First phase ---------------------------------------------------------
 
@@ -183,7 +206,20 @@ class TransactionManager:
         if txn.voted:
             raise TransactionNotFound("the transaction is already voted")
         txn.stores[oid] = (partition, serial, compression, data)
-        conflict = yield self._check(txn, oid, partition, serial)
+        conflict = yield self._check(txn, oid, partition, serial,
+                                     keep=self.resolveConflicts)
+        if conflict is not None and self.resolveConflicts:
+            resolved = None
+            if serial != ZERO_TID:
+                old = yield self._revision(partition, oid, serial)
+                committed = yield self._revision(partition, oid, conflict)
+                resolved = resolve(oid, old, committed, compression, data)
+            if resolved is not None:
+                # Kept locked, as a store based on the last serial.
+                txn.stores[oid] = (partition, conflict) + resolved
+                txn.resolved.add(oid)
+                return None
+            self._release(txn, oid)
         if conflict is not None:
             txn.stores.pop(oid, None)
         return conflict
