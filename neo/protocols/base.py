@@ -8,7 +8,7 @@ its phase changes, so that a command legal in one phase is refused in
 another.  The protocol itself only translates; decisions are the node's.
 """
 
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.internet.error import ConnectionClosed
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -39,6 +39,8 @@ class NodeProtocol(amp.AMP):
         super().__init__()
         self.handler = handler
         self._disconnected = []
+        #: Boxes to send at the end of this reactor turn (TCP only).
+        self._outgoing = None
 
     @property
     def unwrapped(self):
@@ -65,10 +67,49 @@ class NodeProtocol(amp.AMP):
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             setNoDelay(True)
+        if isinstance(self.transport, tcp.Connection):
+            self._outgoing = []
         super().connectionMade()
+
+    def sendBox(self, box):
+        """
+        Send the boxes of one reactor turn together, straight to the
+        socket when nothing else waits to be written: each message would
+        otherwise cost the reactor two more system calls (watching the
+        socket for writability, then not) and a loop iteration.
+        """
+        if (self._outgoing is None or self._locked
+                or self._startingTLSBuffer is not None):
+            return super().sendBox(box)
+        if not self._outgoing:
+            self.transport.reactor.callLater(0, self._flush)
+        self._outgoing.append(box.serialize())
+
+    def _flush(self):
+        data = b"".join(self._outgoing)
+        del self._outgoing[:]
+        transport = self.transport
+        if transport is None or not data:
+            return
+        if not (transport.dataBuffer or transport._tempDataLen
+                or transport.disconnecting or transport.TLS):
+            try:
+                data = data[transport.socket.send(data):]
+            except OSError:
+                pass  # Twisted's own write sees the error, if any.
+        if data:
+            transport.write(data)
+
+    def close(self) -> None:
+        if self._outgoing:
+            self._flush()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason):
         self.connected = False
+        if self._outgoing is not None:
+            self._outgoing = None
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
         waiting, self._disconnected = self._disconnected, []
@@ -104,9 +145,6 @@ class NodeProtocol(amp.AMP):
         if self.connected:
             self.callRemote(command, **kwargs)
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.loseConnection()
 
 
 #: The failures of an ask whose connection was (or got) closed.

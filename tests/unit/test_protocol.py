@@ -411,3 +411,90 @@ class ArgumentTests(SynchronousTestCase):
         self.assertEqual(arg.toString("RUNNING"), b"RUNNING")
         self.assertIs(arg.fromString(b"STOPPING"), ClusterState.STOPPING)
         self.assertRaises(ProtocolError, arg.fromString, b"DANCING")
+
+
+class _FakeSocket:
+    """What a TCP connection asks of its socket, recording sends."""
+
+    def __init__(self, accept=None):
+        self.sent = []
+        #: Bytes accepted by the next send (all if None).
+        self.accept = accept
+
+    def setblocking(self, flag):
+        pass
+
+    def setsockopt(self, *args):
+        pass
+
+    def fileno(self):
+        return -1
+
+    def send(self, data):
+        n = len(data) if self.accept is None else self.accept
+        self.accept = None
+        self.sent.append(bytes(data[:n]))
+        return n
+
+
+class _FakeReactor(Clock):
+    def __init__(self):
+        super().__init__()
+        self.writers = []
+
+    def addWriter(self, writer):
+        self.writers.append(writer)
+
+    def removeWriter(self, writer):
+        if writer in self.writers:
+            self.writers.remove(writer)
+
+    def removeReader(self, reader):
+        pass
+
+
+class CoalescedWriteTests(SynchronousTestCase):
+    """On TCP, the boxes of one reactor turn go out together, straight to
+    the socket when nothing waits to be written."""
+
+    def connect(self, accept=None):
+        from twisted.internet import tcp
+        self.reactor = _FakeReactor()
+        self.socket = _FakeSocket(accept)
+        proto = NodeProtocol()
+        transport = tcp.Connection(self.socket, proto, self.reactor)
+        transport.getPeer = transport.getHost = lambda: None
+        transport.connected = True
+        proto.makeConnection(transport)
+        return proto
+
+    def test_oneSendPerTurn(self):
+        """Several notifications of one turn: one send, at the end of the
+        turn, without the reactor watching the socket."""
+        proto = self.connect()
+        proto.notify(c.Ping)
+        proto.notify(c.AskClusterState)
+        self.assertEqual(self.socket.sent, [])
+        self.reactor.advance(0)
+        [data] = self.socket.sent
+        self.assertEqual(data.count(b"_command"), 2)
+        self.assertEqual(self.reactor.writers, [])
+
+    def test_partialSend(self):
+        """What the socket does not take is left to the transport, and
+        later boxes queue behind it instead of overtaking it."""
+        proto = self.connect(accept=10)
+        proto.notify(c.Ping)
+        self.reactor.advance(0)
+        self.assertEqual(len(self.socket.sent[0]), 10)
+        self.assertEqual(self.reactor.writers, [proto.transport])
+        proto.notify(c.Ping)
+        self.reactor.advance(0)
+        self.assertEqual(len(self.socket.sent), 1)
+
+    def test_closeFlushes(self):
+        """Closing sends what this turn queued first."""
+        proto = self.connect()
+        proto.notify(c.Ping)
+        proto.close()
+        self.assertEqual(len(self.socket.sent), 1)
