@@ -8,6 +8,8 @@ its phase changes, so that a command legal in one phase is refused in
 another.  The protocol itself only translates; decisions are the node's.
 """
 
+import weakref
+
 from twisted.internet import defer, tcp
 from twisted.internet.error import ConnectionClosed
 from twisted.logger import Logger
@@ -34,6 +36,7 @@ class NodeProtocol(amp.AMP):
     peer = None
     onConnectionLost = None
     connected = False
+    _receiving = False
 
     def __init__(self, handler=None):
         super().__init__()
@@ -81,15 +84,28 @@ class NodeProtocol(amp.AMP):
         if (self._outgoing is None or self._locked
                 or self._startingTLSBuffer is not None):
             return super().sendBox(box)
-        if not self._outgoing:
+        if not self._outgoing and not self._receiving:
+            _pending(self.transport.reactor).add(self)
             self.transport.reactor.callLater(0, self._flush)
         self._outgoing.append(box.serialize())
 
+    def dataReceived(self, data):
+        # The answers to what arrives go out together, right after.
+        self._receiving = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._receiving = False
+            if self._outgoing:
+                self._flush()
+
     def _flush(self):
+        if not self._outgoing:
+            return
         data = b"".join(self._outgoing)
         del self._outgoing[:]
         transport = self.transport
-        if transport is None or not data:
+        if transport is None:
             return
         if not (transport.dataBuffer or transport._tempDataLen
                 or transport.disconnecting or transport.TLS):
@@ -145,6 +161,26 @@ class NodeProtocol(amp.AMP):
         if self.connected:
             self.callRemote(command, **kwargs)
 
+
+
+_PENDING = {}
+
+
+def _pending(reactor):
+    """
+    The connections of a reactor with boxes waiting for the end of the
+    turn: sent before the reactor shuts down (which closes connections
+    without writing anything more).
+    """
+    pending = _PENDING.get(reactor)
+    if pending is None:
+        pending = _PENDING[reactor] = weakref.WeakSet()
+
+        def flushAll():
+            for proto in list(pending):
+                proto._flush()
+        reactor.addSystemEventTrigger("before", "shutdown", flushAll)
+    return pending
 
 
 #: The failures of an ask whose connection was (or got) closed.

@@ -441,6 +441,10 @@ class _FakeReactor(Clock):
     def __init__(self):
         super().__init__()
         self.writers = []
+        self.triggers = []
+
+    def addSystemEventTrigger(self, phase, event, callable):
+        self.triggers.append((phase, event, callable))
 
     def addWriter(self, writer):
         self.writers.append(writer)
@@ -498,3 +502,24 @@ class CoalescedWriteTests(SynchronousTestCase):
         proto.notify(c.Ping)
         proto.close()
         self.assertEqual(len(self.socket.sent), 1)
+
+    def test_shutdownFlushes(self):
+        """What is queued when the reactor shuts down is sent before it
+        closes the connections."""
+        proto = self.connect()
+        proto.notify(c.Ping)
+        [(phase, event, flush)] = self.reactor.triggers
+        self.assertEqual((phase, event), ("before", "shutdown"))
+        flush()
+        self.assertEqual(len(self.socket.sent), 1)
+
+    def test_answersSentAfterReceiving(self):
+        """The answers to the boxes of one read go out together when the
+        read is processed."""
+        proto = self.connect()
+        proto.handler = FakeStorage()
+        proto.dataReceived(amp.AmpBox(_command=b"Ping", _ask=b"1").serialize()
+                           + amp.AmpBox(_command=b"Ping", _ask=b"2")
+                           .serialize())
+        [data] = self.socket.sent
+        self.assertEqual(data.count(b"_answer"), 2)

@@ -588,6 +588,11 @@ class MasterNode(BaseNode):
             return
         self._stopping = False
         self.log.info("no transaction left: shutting the cluster down")
+        # Next turn: the answers of this one (such as the admin's request
+        # that stopped the cluster) go out before the connections close.
+        self.reactor.callLater(0, self._shutdownNodes)
+
+    def _shutdownNodes(self):
         closed = []
         for node in self.nodes:
             if node.proto is not None:
