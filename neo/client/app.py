@@ -69,6 +69,10 @@ class ClientTransaction:
         self.error = None
         #: Storage nids voted on.
         self.voted = set()
+        #: The TID was imposed at begin.
+        self.imposed = False
+        #: The partition the metadata is voted in.
+        self.metaPartition = None
         #: C{{oid: (serial, compression, data)}}: committed revisions that
         #: conflicted, as the storage nodes sent them.
         self.committed = {}
@@ -377,6 +381,7 @@ class ClientApp(ClusterView):
         """
         txn.beginWaiters = []
         txn.begun = True
+        txn.imposed = tid is not None
         self._begin(txn, tid).addErrback(self._beginFailed, txn)
 
     @defer.inlineCallbacks
@@ -406,6 +411,19 @@ class ClientApp(ClusterView):
         waiters, txn.beginWaiters = txn.beginWaiters, None
         for d in waiters:
             d.callback(ttid)
+
+    def _metaPartition(self, txn):
+        """
+        The partition of the transaction's metadata: that of an object it
+        stores, so that a transaction whose objects are on one node has
+        that node as its only participant; the ttid's when its TID was
+        imposed (the final TID is in that partition).
+        """
+        if not txn.imposed:
+            stored = txn.data or txn.checked
+            if stored:
+                return self.pt.partitionOf(min(stored))
+        return self.pt.partitionOf(txn.ttid)
 
     def _beginAhead(self, master):
         """Begin a transaction for the next commit (after an abort)."""
@@ -609,7 +627,8 @@ class ClientApp(ClusterView):
             self.storeMany(txn, records)
         yield self.whenBegun(txn)
         running = self._running()
-        metaNids = self.pt.writable(self.pt.partitionOf(txn.ttid), running)
+        txn.metaPartition = self._metaPartition(txn)
+        metaNids = self.pt.writable(txn.metaPartition, running)
         nids = txn.involved | set(metaNids)
         txn.voted = nids
         oids = list(txn.data)
@@ -626,7 +645,7 @@ class ClientApp(ClusterView):
             d = proto.ask(c.VoteTransaction, ttid=txn.ttid, user=user,
                           description=description, extension=extension,
                           oids=oids if nid in metaNids else None,
-                          pipelined=True)
+                          pipelined=True, partition=txn.metaPartition)
             # An errback in this same turn: AMP drops the connection when an
             # error answer finds none.
             voted = []
@@ -661,7 +680,7 @@ class ClientApp(ClusterView):
             if nid in metaNids:
                 d = proto.ask(c.VoteTransaction, ttid=txn.ttid, user=user,
                               description=description, extension=extension,
-                              oids=oids)
+                              oids=oids, partition=txn.metaPartition)
             else:
                 d = proto.ask(c.VoteTransaction, ttid=txn.ttid)
             txn.protos[nid] = proto
@@ -683,7 +702,8 @@ class ClientApp(ClusterView):
                                       oids=list(txn.data),
                                       checked=list(txn.checked),
                                       voted=sorted(txn.voted),
-                                      beginNext=self._spare is None)
+                                      beginNext=self._spare is None,
+                                      metaPartition=txn.metaPartition)
         finally:
             self._txnByTtid.pop(txn.ttid, None)
         tid = answer["tid"]

@@ -170,12 +170,15 @@ class AskFinishTransaction(Command):
     C{beginNext}, the answer also holds the temporary TID of a transaction
     begun for the client's next commit (C{nextTtid}, if the cluster can
     begin one), which then needs no round trip of its own.
+    C{metaPartition} is the partition the transaction's metadata was voted
+    in (by default, the ttid's): the final TID is in that partition.
     """
 
     arguments = [(b"ttid", Tid()), (b"oids", OidList()),
                  (b"checked", OidList()),
                  (b"voted", amp.ListOf(amp.Integer(), optional=True)),
-                 (b"beginNext", amp.Boolean(optional=True))]
+                 (b"beginNext", amp.Boolean(optional=True)),
+                 (b"metaPartition", amp.Integer(optional=True))]
     response = [(b"tid", Tid()), (b"nextTtid", Tid(optional=True))]
 
 
@@ -271,9 +274,12 @@ class RelockObject(Command):
 
 class VoteTransaction(Command):
     """
-    First phase: make the transaction's stores durable.  The node that
-    holds the transaction's partition also gets its metadata.  Sent once
-    every store and relock is answered: it never waits for a lock.
+    First phase: make the transaction's stores durable.  The nodes that
+    hold the transaction's metadata partition also get its metadata
+    (C{partition}: by default the ttid's; the client picks one of those it
+    stores to, so that a transaction on one node stays on one node).
+    Sent once every store and relock is answered: it never waits for a
+    lock.
     """
 
     arguments = [(b"ttid", Tid()),
@@ -281,7 +287,8 @@ class VoteTransaction(Command):
                  (b"description", BigBytes(optional=True)),
                  (b"extension", BigBytes(optional=True)),
                  (b"oids", OidList(optional=True)),
-                 (b"pipelined", amp.Boolean(optional=True))]
+                 (b"pipelined", amp.Boolean(optional=True)),
+                 (b"partition", amp.Integer(optional=True))]
     #: With C{pipelined} (a transaction on this node only, sent right after
     #: its stores), the node first waits for the stores and relocks in
     #: progress, and does not vote (C{voted} false) if one conflicted.

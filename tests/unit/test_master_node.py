@@ -858,6 +858,23 @@ class TransactionTests(MasterTestCase):
             self.assertEqual(self.locks(peer), [])
         self.assertIsNone(self.master.transactions.get(u64(ttid)))
 
+    def test_metaPartition(self):
+        """The final tid is in the partition the client voted the metadata
+        in; an imposed tid keeps its own, and a partition out of the table
+        is refused."""
+        ttid = self.begin()
+        partition = (u64(ttid) + 1) % PARTITIONS
+        tid = self.successResultOf(self.finish(
+            ttid, oids=[p64(partition)], metaPartition=partition))["tid"]
+        self.assertEqual(u64(tid) % PARTITIONS, partition)
+        ttid = self.begin()
+        self.failureResultOf(self.finish(ttid, metaPartition=PARTITIONS),
+                             Denied)
+        imposed = p64(self.master.lastTid + 10 ** 9)
+        self.begin(tid=imposed)
+        self.failureResultOf(self.finish(
+            imposed, metaPartition=(u64(imposed) + 1) % PARTITIONS), Denied)
+
     def test_beginNext(self):
         """With beginNext, the answer holds the ttid of a transaction begun
         for the client's next commit, which it finishes like any other."""

@@ -74,8 +74,7 @@ class FakeStorage(amp.CommandLocator):
         return {"oids": [p64(n) for n in range(1, count + 1)]}
 
     @c.AskFinishTransaction.responder
-    def askFinishTransaction(self, ttid, oids, checked, voted=None,
-                             beginNext=False):
+    def askFinishTransaction(self, ttid, oids, checked, **optional):
         self.received.append(("AskFinishTransaction", (oids, checked)))
         return {"tid": TID2}
 

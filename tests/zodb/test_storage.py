@@ -408,6 +408,31 @@ class NodeResolutionTests(ClusterStorageTestBase):
             store(mine, first, 3)
 
 
+class ParticipantTests(ClusterStorageTestBase):
+    """Which storage nodes a commit involves (two nodes, no replica)."""
+
+    def test_oneNodeForObjectsOnOneNode(self):
+        """A transaction whose objects are on one node votes on that node
+        only (its metadata goes with its objects), and its TID is in the
+        partition of one of them."""
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        storage = self._storage
+        app = storage._app
+        for _ in range(6):
+            oid = storage.new_oid()
+            t = TransactionMetaData(description="one")
+            storage.tpc_begin(t)
+            storage.store(oid, z64, b"x", "", t)
+            storage.tpc_vote(t)
+            txn = storage._txns[t]
+            self.assertEqual(txn.voted,
+                             set(app.pt.readable(app.pt.partitionOf(oid))))
+            tid = storage.tpc_finish(t)
+            self.assertEqual(app.pt.partitionOf(tid), app.pt.partitionOf(oid))
+            self.assertEqual(storage.load(oid), (b"x", tid))
+
+
 class ReconnectionTests(ClusterStorageTestBase):
     """The client across the loss and return of a storage node."""
 
@@ -526,3 +551,4 @@ DeadlockTestsOnMySQL = onMySQL(DeadlockTests)
 CommitPathTestsOnMySQL = onMySQL(CommitPathTests)
 ConflictDataTestsOnMySQL = onMySQL(ConflictDataTests)
 NodeResolutionTestsOnMySQL = onMySQL(NodeResolutionTests)
+ParticipantTestsOnMySQL = onMySQL(ParticipantTests)

@@ -455,7 +455,7 @@ class MasterNode(BaseNode):
         return [p64(oid) for oid in range(first, self.lastOid + 1)]
 
     def finish(self, entry, ttid, oids, checked, voted=None,
-               beginNext=False):
+               beginNext=False, metaPartition=None):
         txn = self.transactions.get(u64(ttid))
         if txn is None or txn.clientNid != entry.nid or txn.tid is not None:
             raise TransactionNotFound(
@@ -464,9 +464,15 @@ class MasterNode(BaseNode):
                 self.state is not ClusterState.STOPPING:
             raise NotReady(f"the cluster is {self.state.value}")
         pt, running = self.pt, self.runningNids()
+        if metaPartition is None:
+            metaPartition = pt.partitionOf(txn.ttid)
+        elif not 0 <= metaPartition < pt.partitions or (
+                txn.imposed and metaPartition != pt.partitionOf(txn.ttid)):
+            raise Denied(f"the metadata of transaction {u64(ttid):#x}"
+                         f" cannot be in partition {metaPartition}")
         partitions = {pt.partitionOf(o) for o in oids}
         partitions.update(pt.partitionOf(o) for o in checked)
-        partitions.add(pt.partitionOf(txn.ttid))
+        partitions.add(metaPartition)
         involved, missing = set(), []
         for partition in sorted(partitions):
             nids = set(pt.writable(partition, running))
@@ -487,7 +493,7 @@ class MasterNode(BaseNode):
         if txn.imposed:
             tid = txn.ttid
         else:
-            tid = self.tids.next(pt.partitions, txn.ttid % pt.partitions)
+            tid = self.tids.next(pt.partitions, metaPartition)
         if oids:
             self.lastOid = max(self.lastOid, max(u64(o) for o in oids))
         self.transactions.finishing(txn, tid, oids, involved)
@@ -642,9 +648,9 @@ class MasterHandler(amp.CommandLocator):
 
     @c.AskFinishTransaction.responder
     def askFinishTransaction(self, ttid, oids, checked, voted=None,
-                             beginNext=False):
+                             beginNext=False, metaPartition=None):
         return self.node.finish(self._peer(NodeType.CLIENT), ttid, oids,
-                                checked, voted, beginNext)
+                                checked, voted, beginNext, metaPartition)
 
     @c.AbortTransaction.responder
     def abortTransaction(self, ttid):

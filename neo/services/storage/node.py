@@ -388,8 +388,13 @@ class ClientHandler(amp.CommandLocator):
     @c.VoteTransaction.responder
     @defer.inlineCallbacks
     def voteTransaction(self, ttid, user=None, description=None,
-                        extension=None, oids=None, pipelined=False):
+                        extension=None, oids=None, pipelined=False,
+                        partition=None):
         client = self._client()
+        if partition is None:
+            partition = self.node.partitionOf(ttid)
+        elif not 0 <= partition < self.node.pt.partitions:
+            raise ProtocolError(f"no partition {partition}")
         txns = self.node.txns
         txn = txns.get(ttid, client.nid, create=True)
         conflicted = yield txns.settle(txn)
@@ -401,8 +406,7 @@ class ClientHandler(amp.CommandLocator):
                         b"".join(oids))
         # A pipelined vote is for a transaction on this node only: it
         # becomes durable with the lock, which commits it at once.
-        yield txns.vote(txn, self.node.partitionOf(ttid), metadata,
-                        durable=not pipelined)
+        yield txns.vote(txn, partition, metadata, durable=not pipelined)
         return {"voted": True}
 
     @c.AbortTransaction.responder
