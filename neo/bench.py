@@ -440,52 +440,53 @@ class Results:
                 **self.extra.get(target, {}).get(workload, {})}
 
 
-def runTarget(target, options, results, progress):
-    n, t, repeat = options.objects_count, options.transactions, options.repeat
-    name = target.name
+def runRepetition(target, options, results, progress, rep):
+    """
+    One repetition of every selected workload on one target.  The targets
+    take turns, repetition by repetition, so that a slow spell of a shared
+    machine weighs on all of them alike.
+    """
+    n, t, name = options.objects_count, options.transactions, target.name
+    selected = options.workloads.__contains__
     db = target.open()
     try:
-        selected = options.workloads.__contains__
-        for rep in range(repeat):
-            key = f"bench{rep}"
-            progress(name, "add", rep)
-            rate = runAdd(db, n, key)  # the data of the other workloads
-            if selected("add"):
-                results.add(name, "add", rate)
-            if selected("update"):
-                progress(name, "update", rep)
-                results.add(name, "update", runUpdate(db, n, key))
-            if selected("cold_read") or selected("warm_read"):
-                progress(name, "cold_read", rep)
-                if not target.shared:
-                    db.close()  # only one DB may open it at a time
-                cold, warm = runReads(target, n, key)
-                if not target.shared:
-                    db = target.open()
-                results.add(name, "cold_read", cold)
-                results.add(name, "warm_read", warm)
-            if selected("small"):
-                progress(name, "small", rep)
-                rate, latencies = runSmall(db, t, key)
-                results.add(name, "small", rate,
-                            p50_ms=1000 * _percentile(latencies, .5),
-                            p99_ms=1000 * _percentile(latencies, .99))
+        key = f"bench{rep}"
+        progress(name, "add", rep)
+        rate = runAdd(db, n, key)  # the data of the other workloads
+        if selected("add"):
+            results.add(name, "add", rate)
+        if selected("update"):
+            progress(name, "update", rep)
+            results.add(name, "update", runUpdate(db, n, key))
+        if selected("cold_read") or selected("warm_read"):
+            progress(name, "cold_read", rep)
+            if not target.shared:
+                db.close()  # only one DB may open it at a time
+            cold, warm = runReads(target, n, key)
+            if not target.shared:
+                db = target.open()
+            results.add(name, "cold_read", cold)
+            results.add(name, "warm_read", warm)
+        if selected("small"):
+            progress(name, "small", rep)
+            rate, latencies = runSmall(db, t, key)
+            results.add(name, "small", rate,
+                        p50_ms=1000 * _percentile(latencies, .5),
+                        p99_ms=1000 * _percentile(latencies, .99))
         if target.shared and (selected("concurrent") or selected("conflicts")):
-            conn = db.open()
-            conn.root()["length"] = Length()
-            conn.root()["counter"] = Counter()
-            _commit()
-            conn.close()
-            for rep in range(repeat):
-                for c in options.clients if selected("concurrent") else ():
-                    progress(name, f"concurrent C={c}", rep)
-                    per = max(1, n // c)
-                    elapsed, _ = runProcesses(
-                        target, "small",
-                        lambda i: (f"bench{rep}", t, i * per, per), c)
-                    results.add(name, f"concurrent_{c}", c * t / elapsed)
-                if not selected("conflicts"):
-                    continue
+            if rep == 0:
+                conn = db.open()
+                conn.root()["length"] = Length()
+                conn.root()["counter"] = Counter()
+                _commit()
+                conn.close()
+            for c in options.clients if selected("concurrent") else ():
+                progress(name, f"concurrent C={c}", rep)
+                per = max(1, n // c)
+                elapsed, _ = runProcesses(
+                    target, "small", lambda i: (key, t, i * per, per), c)
+                results.add(name, f"concurrent_{c}", c * t / elapsed)
+            if selected("conflicts"):
                 c = max(options.clients)
                 progress(name, f"conflicts C={c}", rep)
                 each = max(1, t // c)
@@ -494,12 +495,10 @@ def runTarget(target, options, results, progress):
                 results.add(name, "conflicts", c * each / elapsed,
                             conflict_errors=conflicts, clients=c)
         for size in options.large if selected("large") else ():
-            for rep in range(repeat):
-                progress(name, f"large {size >> 20} MiB", rep)
-                write, read, db = runLarge(target, db, size,
-                                           f"large{size}_{rep}")
-                results.add(name, f"large_write_{size >> 20}MiB", write)
-                results.add(name, f"large_read_{size >> 20}MiB", read)
+            progress(name, f"large {size >> 20} MiB", rep)
+            write, read, db = runLarge(target, db, size, f"large{size}_{rep}")
+            results.add(name, f"large_write_{size >> 20}MiB", write)
+            results.add(name, f"large_read_{size >> 20}MiB", read)
     finally:
         db.close()
 
@@ -721,18 +720,29 @@ def main(argv=None):
         sys.stderr.flush()
 
     results, report = Results(), {}
+    started = []
     try:
-        for target in targets:
-            target.start(work, log)
-            try:
-                if options.objects_count >= 100000:
+        if options.objects_count >= 100000:
+            for target in targets:
+                target.start(work, log)
+                try:
                     table, report[target.name] = runFill(target, options, log)
                     print(f"\n{target.name}:\n{table}")
-                    continue
-                runTarget(target, options, results, progress)
-            finally:
-                target.stop()
+                finally:
+                    target.stop()
+        else:
+            for target in targets:
+                target.start(work, log)
+                started.append(target)
+            for rep in range(options.repeat):
+                for target in targets:
+                    runRepetition(target, options, results, progress, rep)
     finally:
+        for target in started:
+            try:
+                target.stop()
+            except Exception as e:
+                log(f"could not stop {target.name}: {e}")
         shutil.rmtree(work, ignore_errors=True)
     if interactive:
         sys.stderr.write("\r\x1b[K")

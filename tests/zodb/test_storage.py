@@ -306,38 +306,42 @@ class CommitPathTests(ClusterStorageTestBase):
         self.assertEqual(asked, ["AskFinishTransaction"])
 
 
+def commitCounter(storage, oid, serial, value):
+    """Commit a PCounter (resolvable) of C{value} as a revision based on
+    C{serial}; returns the tid and what tpc_vote reported resolved."""
+    from ZODB.Connection import TransactionMetaData
+    from ZODB.tests.ConflictResolution import PCounter
+    from ZODB.tests.StorageTestBase import zodb_pickle
+    counter = PCounter()
+    counter._value = value
+    t = TransactionMetaData()
+    storage.tpc_begin(t)
+    storage.store(oid, serial, zodb_pickle(counter), "", t)
+    resolved = storage.tpc_vote(t)
+    return storage.tpc_finish(t), resolved
+
+
 class ConflictDataTests(ClusterStorageTestBase):
     """Conflicts come with the committed record they conflict with."""
 
     def test_resolvedWithoutLoading(self):
         """A client resolves a conflict with the committed revision the
         storage node sent along, without loading it."""
-        from ZODB.Connection import TransactionMetaData
-        from ZODB.tests.ConflictResolution import PCounter
-        from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
+        from ZODB.tests.StorageTestBase import zodb_unpickle
         from ZODB.utils import z64
         for node in self._cluster.storages:
             node.txns.resolveConflicts = False  # the client resolves
         mine, other = self._storage, self._new_storage_client()
         oid = mine.new_oid()
-
-        def store(storage, serial, value):
-            counter = PCounter()
-            counter._value = value
-            t = TransactionMetaData()
-            storage.tpc_begin(t)
-            storage.store(oid, serial, zodb_pickle(counter), "", t)
-            resolved = storage.tpc_vote(t)
-            return storage.tpc_finish(t), resolved
-
-        first, _ = store(mine, z64, 1)
+        first, _ = commitCounter(mine, oid, z64, 1)
         mine.load(oid)
         other.load(oid)
-        store(other, first, 3)  # +2
+        commitCounter(other, oid, first, 3)  # +2
         loads = []
         load = mine._app.load
         mine._app.load = lambda *args: loads.append(args) or load(*args)
-        tid, resolved = store(mine, first, 2)  # +1, based on the first
+        # +1, based on the first:
+        tid, resolved = commitCounter(mine, oid, first, 2)
         self.assertEqual(resolved, [oid])
         self.assertEqual(loads, [])
         mine._cache.clear()
@@ -355,27 +359,16 @@ class NodeResolutionTests(ClusterStorageTestBase):
         client does not resolve it, tpc_vote reports it, and the resolved
         state is what is committed (and not cached from the client's
         unresolved state)."""
-        from ZODB.Connection import TransactionMetaData
-        from ZODB.tests.ConflictResolution import PCounter
-        from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
+        from ZODB.tests.StorageTestBase import zodb_unpickle
         from ZODB.utils import z64
         mine, other = self._storage, self._new_storage_client()
         oid = mine.new_oid()
-
-        def store(storage, serial, value):
-            counter = PCounter()
-            counter._value = value
-            t = TransactionMetaData()
-            storage.tpc_begin(t)
-            storage.store(oid, serial, zodb_pickle(counter), "", t)
-            resolved = storage.tpc_vote(t)
-            return storage.tpc_finish(t), resolved
-
-        first, _ = store(mine, z64, 1)
-        store(other, first, 3)  # +2
+        first, _ = commitCounter(mine, oid, z64, 1)
+        commitCounter(other, oid, first, 3)  # +2
         resolutions = []
         mine.tryToResolveConflict = lambda *args: resolutions.append(args)
-        tid, resolved = store(mine, first, 2)  # +1, based on the first
+        # +1, based on the first:
+        tid, resolved = commitCounter(mine, oid, first, 2)
         self.assertEqual(resolved, [oid])
         self.assertEqual(resolutions, [])
         self.assertEqual(zodb_unpickle(mine.load(oid)[0])._value, 4)
