@@ -474,23 +474,30 @@ class ClientApp(ClusterView):
     #: Bytes of records sent in one StoreObjects command at most.
     BATCH_BYTES = 4 * 1024 * 1024
 
+    def _untilBegun(self, txn, operation) -> bool:
+        """
+        Begin the transaction if nobody did yet.  While its temporary TID
+        is not known (begin in progress, maybe reconnecting), the
+        operation runs once it is (a failure recorded in the transaction):
+        returns True then.
+        """
+        if not txn.begun:
+            self.begin(txn)
+        if txn.ttid is not None:
+            return False
+        d = self.whenBegun(txn)
+        d.addCallback(lambda _: operation())
+        d.addErrback(self._storeFailed, txn, None)
+        txn.outstanding.append(d)
+        return True
+
     def storeMany(self, txn, records):
         """
         Send stores (C{(oid, serial, compression, data)}) to every writable
         cell of their objects, batched per node; answers arrive later.
         """
-        if not txn.begun:
-            self.begin(txn)
-        txn.unsent += 1
-        if txn.ttid is None:
-            # Begin in progress (maybe reconnecting): route once begun.
-            txn.unsent -= 1
-            d = self.whenBegun(txn)
-            d.addCallback(lambda _: self.storeMany(txn, records))
-            d.addErrback(self._storeFailed, txn, None)
-            txn.outstanding.append(d)
+        if self._untilBegun(txn, lambda: self.storeMany(txn, records)):
             return
-        txn.unsent -= 1
         batches = {}
         for record in records:
             for nid in self._route(txn, record[0]):
@@ -536,20 +543,11 @@ class ClientApp(ClusterView):
     def _send(self, txn, oid, serial, command, conflicts, **kwargs):
         # Called through callFromThread: an exception here would be lost,
         # and the store with it, so every failure is recorded in txn.
-        if not txn.begun:
-            self.begin(txn)
-        txn.unsent += 1
-        if txn.ttid is None:
-            # Begin in progress (maybe reconnecting): route once begun.
-            txn.unsent -= 1
-            d = self.whenBegun(txn)
-            d.addCallback(lambda _: self._send(txn, oid, serial, command,
-                                               conflicts, **kwargs))
-            d.addErrback(self._storeFailed, txn, None)
-            txn.outstanding.append(d)
+        if self._untilBegun(txn, lambda: self._send(
+                txn, oid, serial, command, conflicts, **kwargs)):
             return
         nids = self._route(txn, oid)
-        txn.unsent += len(nids) - 1
+        txn.unsent += len(nids)
         for nid in nids:
             txn.involved.add(nid)
             d = self.getStorage(nid)
