@@ -70,7 +70,8 @@ class NodeProtocol(amp.AMP):
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             setNoDelay(True)
-        if isinstance(self.transport, tcp.Connection):
+        if isinstance(self.transport, tcp.Connection) and all(
+                hasattr(self.transport, name) for name in _TCP_STATE):
             self._outgoing = []
         super().connectionMade()
 
@@ -162,6 +163,11 @@ class NodeProtocol(amp.AMP):
             self.callRemote(command, **kwargs)
 
 
+
+#: What L{NodeProtocol._flush} reads of a TCP transport (else it leaves
+#: writing to the transport, as usual).
+_TCP_STATE = ("dataBuffer", "_tempDataLen", "disconnecting", "TLS",
+              "socket", "reactor")
 
 _PENDING = {}
 

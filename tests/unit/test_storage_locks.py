@@ -425,6 +425,17 @@ class NodeResolutionTests(TransactionManagerTestCase):
         self.assertEqual(self.db.callsOf("load"), [(PARTITION, 0xA, 5)])
         self.assertEqual(self.value(txn.stores[A][3]), 22)
 
+    def test_notAsked(self):
+        """A store whose answer cannot report a resolution (the single
+        StoreObject) is a plain conflict."""
+        self.commitCounter(T1, 6, S5, 1)
+        self.commitCounter(T2, 7, p64(6), 3)
+        txn = self.begin(T3)
+        d = self.tm.store(txn, PARTITION, A, p64(6), 0, self.counter(2),
+                          resolve=False)
+        self.assertEqual(self.successResultOf(d), S7)
+        self.assertEqual(txn.resolved, set())
+
     def test_unresolvable(self):
         """What cannot be resolved is a plain conflict: nothing kept, the
         lock released."""

@@ -334,8 +334,10 @@ class ClientHandler(amp.CommandLocator):
         client = self._client()
         txns = self.node.txns
         txn = txns.get(ttid, client.nid, create=True)
+        # Its answer cannot say that the node resolved the store.
         d = txns.track(txn, txns.store(txn, self.node.partitionOf(oid), oid,
-                                       serial, compression, data))
+                                       serial, compression, data,
+                                       resolve=False))
         return d.addCallback(lambda conflict: {"conflict": conflict})
 
     @c.StoreObjects.responder

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from neo.lib.ids import ZERO_TID, p64, u64
 from neo.services.storage.cache import LatestRecords
 from neo.services.storage.resolution import LARGEST as RESOLVE_LARGEST
-from neo.services.storage.resolution import resolve
+from neo.services.storage.resolution import resolve as resolveConflict
 from neo.protocols.errors import TransactionNotFound
 
 
@@ -198,22 +198,28 @@ class TransactionManager:
     # -- First phase ---------------------------------------------------------
 
     @defer.inlineCallbacks
-    def store(self, txn, partition, oid, serial, compression, data):
+    def store(self, txn, partition, oid, serial, compression, data,
+              resolve=True):
         """
         Store a revision; returns None, or the last committed serial when
-        it differs from C{serial} (a conflict: nothing is kept).
+        it differs from C{serial} (a conflict: nothing is kept).  With
+        C{resolve} (for a client that learns which stores were resolved),
+        the node may resolve the conflict itself: then the oid is added to
+        C{txn.resolved} and None is returned.
         """
         if txn.voted:
             raise TransactionNotFound("the transaction is already voted")
+        resolve = resolve and self.resolveConflicts
         txn.stores[oid] = (partition, serial, compression, data)
         conflict = yield self._check(txn, oid, partition, serial,
-                                     keep=self.resolveConflicts)
-        if conflict is not None and self.resolveConflicts:
+                                     keep=resolve)
+        if conflict is not None and resolve:
             resolved = None
             if serial != ZERO_TID:
                 old = yield self._revision(partition, oid, serial)
                 committed = yield self._revision(partition, oid, conflict)
-                resolved = resolve(oid, old, committed, compression, data)
+                resolved = resolveConflict(oid, old, committed, compression,
+                                           data)
             if resolved is not None:
                 # Kept locked, as a store based on the last serial.
                 txn.stores[oid] = (partition, conflict) + resolved
