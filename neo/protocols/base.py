@@ -125,8 +125,7 @@ class NodeProtocol(amp.AMP):
 
     def connectionLost(self, reason):
         self.connected = False
-        if self._outgoing is not None:
-            self._outgoing = None
+        self._outgoing = None
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
         waiting, self._disconnected = self._disconnected, []

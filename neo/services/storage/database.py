@@ -376,26 +376,20 @@ class SQLBackend:
         steps, self._waiting = self._waiting, None
         if steps:
             self._waiting = []
-            if len(steps) == 1:
-                function, args, d = steps[0]
-                group = self._run(function, *args)
-            else:
-                group = self._run(_steps, [(f, a) for f, a, _ in steps])
+            group = self._run(_steps, [(f, a) for f, a, _ in steps])
             group.addBoth(self._stepsDone, steps).addBoth(self._nextSteps)
         return result
 
     def _stepsDone(self, results, steps):
-        if len(steps) == 1:
-            steps[0][2].callback(results)  # a failure errbacks
-            return None
-        if isinstance(results, Failure):
+        if not isinstance(results, Failure):
+            for (_, _, d), result in zip(steps, results):
+                d.callback(result)
+        elif len(steps) == 1:
+            steps[0][2].errback(results)
+        else:
             # One of them failed: each alone, for its own result.
             for function, args, d in steps:
                 self._run(function, *args).chainDeferred(d)
-            return None
-        for (_, _, d), result in zip(steps, results):
-            d.callback(result)
-        return None
 
     @defer.inlineCallbacks
     def open(self):
