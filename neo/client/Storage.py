@@ -305,17 +305,39 @@ class Storage(ConflictResolvingStorage):
             conflicts, readConflicts = self._call(
                 self._app.vote, txn, user, description, ext, records)
             for oid, committed in readConflicts.items():
+                self._conflicted(committed)
                 raise POSException.ReadConflictError(
                     oid=oid, serials=(committed, txn.checked[oid]))
             if not conflicts:
                 return list(txn.resolved)
             for oid, committed in conflicts.items():
                 serial, data = txn.data[oid]
-                resolved = self.tryToResolveConflict(
-                    oid, committed, serial, data,
-                    self._committedData(txn, oid, committed))
+                if oid in txn.unresolvable:
+                    self._conflicted(committed)
+                    raise POSException.ConflictError(
+                        oid=oid, serials=(committed, serial), data=data)
+                try:
+                    resolved = self.tryToResolveConflict(
+                        oid, committed, serial, data,
+                        self._committedData(txn, oid, committed))
+                except POSException.ConflictError:
+                    self._conflicted(committed)
+                    raise
                 txn.resolved.add(oid)
                 self._store(txn, oid, committed, resolved)
+
+    #: Seconds a conflict waits for the invalidations of the transaction
+    #: it conflicted with.
+    CONFLICT_WAIT = 1.0
+
+    def _conflicted(self, committed):
+        """
+        A conflict with the commit of C{committed} is about to be raised:
+        wait for its invalidations first (the master sends them a moment
+        after the storage node saw the commit), so that the retry that
+        usually follows sees it, instead of conflicting again.
+        """
+        self._app.waitForTid(committed, self.CONFLICT_WAIT)
 
     @staticmethod
     def _committedData(txn, oid, serial):

@@ -78,6 +78,10 @@ class ClientTransaction:
         self.committed = {}
         #: Oids whose conflict a storage node resolved.
         self.resolvedByNodes = set()
+        #: Conflicting oids that a storage node failed to resolve with
+        #: the object's class at hand: not worth trying here (the node
+        #: gave the transaction up).
+        self.unresolvable = set()
 
 
 class ClientApp(ClusterView):
@@ -102,6 +106,8 @@ class ClientApp(ClusterView):
         #: that a ZODB thread never sees a lastTid whose invalidations it
         #: has not been given (see ZODB's racetest).
         self.lastTidLock = threading.RLock()
+        #: Notified whenever lastTid moves.
+        self.lastTidMoved = threading.Condition(self.lastTidLock)
         self.db = None
         self.master = None
         self.fatalError = None
@@ -157,7 +163,7 @@ class ClientApp(ClusterView):
                 self.cache.clearCurrent()
                 if self.db is not None:
                     self.db.invalidateCache()
-            self.lastTid = max(last or ZERO_TID, self.lastTid or ZERO_TID)
+            self._advance(last or ZERO_TID)
         self.master = proto
         self.log.info("connected to the cluster as {me}",
                       me=formatNid(self.nid))
@@ -196,7 +202,9 @@ class ClientApp(ClusterView):
         return self.master
 
     def close(self):
-        self.closed = True
+        with self.lastTidMoved:
+            self.closed = True
+            self.lastTidMoved.notify_all()
         for proto in list(self._storages.values()):
             proto.close()
         return self._link.stopService()
@@ -206,8 +214,24 @@ class ClientApp(ClusterView):
             self.cache.invalidate(oids, tid)
             if self.db is not None:
                 self.db.invalidate(tid, oids)
-            if self.lastTid is None or tid > self.lastTid:
-                self.lastTid = tid
+            self._advance(tid)
+
+    def _advance(self, tid):
+        # With lastTidLock held.
+        if self.lastTid is None or tid > self.lastTid:
+            self.lastTid = tid
+            self.lastTidMoved.notify_all()
+
+    def waitForTid(self, tid, timeout):
+        """
+        In a ZODB thread: wait until the invalidations of C{tid} (a
+        committed TID) are processed, for C{timeout} seconds at most;
+        returns whether they were.
+        """
+        with self.lastTidMoved:
+            return self.lastTidMoved.wait_for(
+                lambda: self.closed or (self.lastTid or ZERO_TID) >= tid,
+                timeout)
 
     # -- Storage connections -------------------------------------------------
 
@@ -536,6 +560,7 @@ class ClientApp(ClusterView):
             # Resolved by the node: what it keeps is not txn.data.
             txn.resolvedByNodes.add(oid)
             txn.resolved.add(oid)
+        txn.unresolvable.update(answer["unresolvable"] or ())
 
     def checkCurrent(self, txn, oid, serial):
         self._send(txn, oid, serial, c.CheckCurrentSerial, txn.readConflicts)
@@ -722,8 +747,7 @@ class ClientApp(ClusterView):
                     callback(tid)
                 except Exception:
                     self.log.failure("tpc_finish callback failed")
-            if self.lastTid is None or tid > self.lastTid:
-                self.lastTid = tid
+            self._advance(tid)
         return tid
 
     def abort(self, txn):

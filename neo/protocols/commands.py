@@ -212,12 +212,17 @@ class StoreObjects(Command):
     node had at hand (packed the same way): the client resolves the
     conflicts without loading them.  C{resolved} are the oids whose
     conflict the node resolved itself (kept, as based on the last serial).
+    C{unresolvable} are conflicting oids whose resolution failed on the
+    node although it could import their class: the client's would fail
+    too, so the node gave the transaction up (the client raises the
+    conflict and aborts).
     """
 
     arguments = [(b"ttid", Tid()), (b"records", BigBytes())]
     response = [(b"conflicts", OidList()),
                 (b"committed", BigBytes(optional=True)),
-                (b"resolved", OidList(optional=True))]
+                (b"resolved", OidList(optional=True)),
+                (b"unresolvable", OidList(optional=True))]
 
 
 _RECORD = struct.Struct(">8s8sBI")

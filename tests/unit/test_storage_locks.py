@@ -445,8 +445,66 @@ class NodeResolutionTests(TransactionManagerTestCase):
         self.assertEqual(self.successResultOf(
             self.store(txn, A, p64(6), b"not a pickle")), S7)
         self.assertEqual((txn.stores, txn.resolved), ({}, set()))
+        self.assertFalse(txn.doomed)  # the client may know better
         self.assertIsNone(self.successResultOf(
             self.store(self.begin(p64(4)), A, S7)))
+
+    def plain(self, value):
+        """A record of a class without conflict resolution."""
+        from ZODB.tests.MinPO import MinPO
+        from ZODB.tests.StorageTestBase import zodb_pickle
+        return zodb_pickle(MinPO(value))
+
+    def commitPlain(self, ttid, tid, serial, value):
+        txn = self.begin(ttid)
+        self.assertIsNone(self.successResultOf(
+            self.store(txn, A, serial, self.plain(value))))
+        self.commit(txn, tid)
+
+    def test_unresolvableGivesUp(self):
+        """
+        A conflict that the class at hand cannot resolve (the client's
+        resolution would fail the same way) gives the transaction up: its
+        other locks are released at once, the oid is reported, and the
+        transaction cannot vote; it is forgotten when its client aborts.
+        """
+        self.commitPlain(T1, 6, S5, 1)
+        self.commitPlain(T2, 7, p64(6), 2)
+        txn = self.begin(T3)
+        self.assertIsNone(self.successResultOf(self.store(txn, B)))
+        waiting = self.store(self.begin(p64(4)), B)
+        self.assertNoResult(waiting)
+        self.assertEqual(self.successResultOf(
+            self.store(txn, A, p64(6), self.plain(3))), S7)
+        self.assertTrue(txn.doomed)
+        self.assertEqual(txn.unresolvable, {A})
+        self.assertIsNone(self.successResultOf(waiting))
+        self.assertIsNone(self.successResultOf(
+            self.store(self.begin(p64(5)), A, S7)))
+        # Whatever comes next for it changes nothing, and it cannot vote.
+        self.assertIsNone(self.successResultOf(self.store(txn, A, S7)))
+        self.assertIsNone(self.successResultOf(
+            self.tm.checkCurrent(txn, PARTITION, B, S5)))
+        self.assertIsNone(self.successResultOf(self.tm.relock(txn, B)))
+        self.assertTrue(self.successResultOf(self.tm.settle(txn)))
+        self.assertTrue(self.successResultOf(self.tm.settle(txn)))
+        self.assertIs(self.tm.get(T3), txn)
+        self.successResultOf(self.tm.abort(T3))
+        self.assertRaises(TransactionNotFound, self.tm.get, T3)
+
+    def test_givenUpStopsWaiting(self):
+        """The stores of a transaction given up stop waiting for locks
+        held by others, which keep them."""
+        self.commitPlain(T1, 6, S5, 1)
+        self.commitPlain(T2, 7, p64(6), 2)
+        holder, txn = self.begin(p64(3)), self.begin(p64(4))
+        self.assertIsNone(self.successResultOf(self.store(holder, B)))
+        waiting = self.store(txn, B)
+        self.assertNoResult(waiting)
+        self.assertEqual(self.successResultOf(
+            self.store(txn, A, p64(6), self.plain(3))), S7)
+        self.assertIsNone(self.successResultOf(waiting))
+        self.assertNoResult(self.store(self.begin(p64(5)), B))
 
 
 class InMemoryVoteTests(TransactionManagerTestCase):

@@ -374,8 +374,13 @@ class NodeResolutionTests(ClusterStorageTestBase):
         self.assertEqual(zodb_unpickle(mine.load(oid)[0])._value, 4)
         self.assertEqual(zodb_unpickle(other.load(oid)[0])._value, 4)
 
-    def test_unresolvableLeftToTheClient(self):
-        """A class without conflict resolution is a plain conflict."""
+    def test_unresolvableGivenUp(self):
+        """
+        A class without conflict resolution is a conflict that the node
+        reports as unresolvable: the client raises it without trying to
+        resolve it, once it has the invalidations of the commit it
+        conflicted with (so that a retry sees that commit).
+        """
         from ZODB.Connection import TransactionMetaData
         from ZODB.POSException import ConflictError
         from ZODB.tests.MinPO import MinPO
@@ -396,9 +401,42 @@ class NodeResolutionTests(ClusterStorageTestBase):
             return storage.tpc_finish(t)
 
         first = store(mine, z64, 1)
-        store(other, first, 2)
-        with self.assertRaises(ConflictError):
+        second = store(other, first, 2)
+        resolutions, waits = [], []
+        mine.tryToResolveConflict = lambda *args: resolutions.append(args)
+        waitForTid = mine._app.waitForTid
+        mine._app.waitForTid = lambda tid, timeout: (
+            waits.append(tid) or waitForTid(tid, timeout))
+        with self.assertRaises(ConflictError) as raised:
             store(mine, first, 3)
+        self.assertEqual(raised.exception.serials, (second, first))
+        self.assertEqual((resolutions, waits), ([], [second]))
+        self.assertGreaterEqual(mine.lastTransaction(), second)
+        # The node forgot it: nothing of it is left to hold a lock.
+        self.assertGreater(store(mine, second, 3), second)
+
+
+class WaitForTidTests(ClusterStorageTestBase):
+    """L{ClientApp.waitForTid}, which a conflict waits on."""
+
+    def test_waitsForInvalidations(self):
+        """It returns once the invalidations of the TID are processed, or
+        with False after its timeout."""
+        import threading
+        from ZODB.utils import p64, u64
+        app = self._storage._app
+        tid = p64(u64(self._storage.lastTransaction()) + 10)
+        self.assertFalse(app.waitForTid(tid, 0))
+        outcome = []
+        waiter = threading.Thread(
+            target=lambda: outcome.append(app.waitForTid(tid, 60)))
+        waiter.start()
+        self._storage._bridge.call(app.invalidate, p64(u64(tid) - 1), [])
+        self.assertEqual(outcome, [])
+        self._storage._bridge.call(app.invalidate, tid, [])
+        waiter.join(60)
+        self.assertEqual(outcome, [True])
+        self.assertEqual(self._storage.lastTransaction(), tid)
 
 
 class ParticipantTests(ClusterStorageTestBase):

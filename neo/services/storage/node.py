@@ -366,9 +366,10 @@ class ClientHandler(amp.CommandLocator):
         if txn.resolved:
             resolved = [oid for oid, _, _, _ in records if oid in txn.resolved]
             txn.resolved.difference_update(resolved)
+        unresolvable, txn.unresolvable = list(txn.unresolvable), set()
         return {"conflicts": conflicts,
                 "committed": c.packRecords(committed) if committed else None,
-                "resolved": resolved}
+                "resolved": resolved, "unresolvable": unresolvable or None}
 
     @c.CheckCurrentSerial.responder
     def checkCurrentSerial(self, ttid, oid, serial):

@@ -11,12 +11,23 @@ object was resolved, instead of resolving it in a round trip of its own
 while the transaction's other locks are held.  Anything else (a class not
 importable here, a resolution that fails, records not in memory) is left
 to the client, as a plain conflict.
+
+A resolution that fails although the class was imported here fails the
+same way in the client, which runs the same code on the same states: such
+a conflict is L{UNRESOLVABLE}, and the node gives the transaction up at
+once (its client can only abort it) rather than let it wait for its other
+locks.
 """
 
 import zlib
 
+from ZODB.ConflictResolution import BadClass, find_global
 from ZODB.ConflictResolution import tryToResolveConflict
 from ZODB.POSException import ConflictError
+from ZODB.utils import get_pickle_metadata
+
+#: What L{resolve} returns for a conflict that no client can resolve.
+UNRESOLVABLE = "unresolvable"
 
 #: Records larger than this are left to the client: resolution runs in
 #: the reactor thread, and must stay short.
@@ -52,19 +63,30 @@ def resolve(oid, old, committed, compression, data):
 
     @param old: C{(serial, compression, data)} the store was based on.
     @param committed: C{(serial, compression, data)}, the last revision.
-    @return: C{(compression, data)} of the resolved state, or None.
+    @return: C{(compression, data)} of the resolved state; None if the
+        client may still resolve it; or L{UNRESOLVABLE}.
     """
     if old[2] is None or committed[2] is None or not committed[2] \
             or max(len(old[2]), len(committed[2]), len(data)) > LARGEST:
         return None
+    new = _raw(compression, data)
     try:
         resolved = tryToResolveConflict(
             _Revisions(_raw(old[1], old[2])), oid, committed[0], old[0],
-            _raw(compression, data), _raw(committed[1], committed[2]))
+            new, _raw(committed[1], committed[2]))
     except ConflictError:
-        return None
+        return UNRESOLVABLE if _importable(new) else None
     if compression == _ZLIB:
         packed = zlib.compress(resolved)
         if len(packed) < len(resolved):
             return _ZLIB, packed
     return 0, resolved
+
+
+def _importable(pickle):
+    """Whether the class of a record can be imported here."""
+    try:
+        module, name = get_pickle_metadata(pickle)
+        return not isinstance(find_global(module, name), BadClass)
+    except Exception:
+        return False

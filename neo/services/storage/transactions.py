@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from neo.lib.ids import ZERO_TID, p64, u64
 from neo.services.storage.cache import LatestRecords
 from neo.services.storage.resolution import LARGEST as RESOLVE_LARGEST
+from neo.services.storage.resolution import UNRESOLVABLE
 from neo.services.storage.resolution import resolve as resolveConflict
 from neo.protocols.errors import TransactionNotFound
 
@@ -52,6 +53,12 @@ class StorageTransaction:
         self.inMemory = None
         self.tid = None
         self.aborted = False
+        #: Given up by this node for a conflict that no client can resolve
+        #: (L{TransactionManager.doom}): kept, refusing to vote, until its
+        #: client aborts it.
+        self.doomed = False
+        #: The oids of those conflicts, not yet told.
+        self.unresolvable = set()
 
     def oids(self):
         return set(self.stores) | set(self.checked)
@@ -209,10 +216,17 @@ class TransactionManager:
         """
         if txn.voted:
             raise TransactionNotFound("the transaction is already voted")
+        if txn.doomed:
+            return None
         resolve = resolve and self.resolveConflicts
         txn.stores[oid] = (partition, serial, compression, data)
-        conflict = yield self._check(txn, oid, partition, serial,
-                                     keep=resolve)
+        try:
+            conflict = yield self._check(txn, oid, partition, serial,
+                                         keep=resolve)
+        except TransactionNotFound:
+            if txn.doomed:
+                return None
+            raise
         if conflict is not None and resolve:
             resolved = None
             if serial != ZERO_TID:
@@ -220,6 +234,11 @@ class TransactionManager:
                 committed = yield self._revision(partition, oid, conflict)
                 resolved = resolveConflict(oid, old, committed, compression,
                                            data)
+            if resolved is UNRESOLVABLE:
+                txn.unresolvable.add(oid)
+                self.doom(txn)  # releasing this lock too
+                txn.stores.pop(oid, None)
+                return conflict
             if resolved is not None:
                 # Kept locked, as a store based on the last serial.
                 txn.stores[oid] = (partition, conflict) + resolved
@@ -230,10 +249,38 @@ class TransactionManager:
             txn.stores.pop(oid, None)
         return conflict
 
+    def doom(self, txn):
+        """
+        Give up a transaction that can only be aborted: release its locks
+        and stop its waits now, instead of holding what others wait for
+        until its client hears of the conflict and aborts.  It stays known
+        (conflicted: it cannot vote) until then.
+        """
+        if txn.doomed or txn.voted:
+            return
+        txn.doomed = txn.aborted = txn.conflicted = True
+        self._releaseAll(txn)
+        waiters = self._lockWaiters
+        for oid, waiting in list(waiters.items()):
+            mine = [d for order, d in waiting if order == txn.ttid]
+            if mine:
+                waiting[:] = [w for w in waiting if w[0] != txn.ttid]
+                if not waiting:
+                    del waiters[oid]
+                for d in mine:
+                    d.callback(None)  # it sees that it was aborted
+
     @defer.inlineCallbacks
     def checkCurrent(self, txn, partition, oid, serial):
+        if txn.doomed:
+            return None
         txn.checked[oid] = (partition, serial)
-        conflict = yield self._check(txn, oid, partition, serial)
+        try:
+            conflict = yield self._check(txn, oid, partition, serial)
+        except TransactionNotFound:
+            if txn.doomed:
+                return None
+            raise
         if conflict is not None:
             txn.checked.pop(oid, None)
         return conflict
@@ -245,9 +292,10 @@ class TransactionManager:
         to the older one waiting for it, and queues again behind it.
         Returns the conflict, as L{store} does.
         """
-        if txn.voted:
+        if txn.voted or txn.doomed:
             # The vote overtook the relock (pipelined vote): the transaction
-            # holds its locks and waits for nothing, so nothing to do.
+            # holds its locks and waits for nothing, so nothing to do.  Or
+            # it was given up: it holds nothing.
             return None
         txn.notified.discard(oid)
         if oid in txn.stores:
@@ -257,7 +305,12 @@ class TransactionManager:
         else:
             return None
         self._release(txn, oid)
-        conflict = yield self._check(txn, oid, partition, serial)
+        try:
+            conflict = yield self._check(txn, oid, partition, serial)
+        except TransactionNotFound:
+            if txn.doomed:
+                return None
+            raise
         if conflict is not None:
             txn.stores.pop(oid, None)
             txn.checked.pop(oid, None)
@@ -308,11 +361,12 @@ class TransactionManager:
     def settle(self, txn):
         """
         Wait for the operations of the transaction in progress; returns
-        whether one conflicted (and forgets it).
+        whether one conflicted (and forgets it, unless the transaction was
+        given up).
         """
         while txn.pending:
             yield defer.DeferredList(list(txn.pending))
-        conflicted, txn.conflicted = txn.conflicted, False
+        conflicted, txn.conflicted = txn.conflicted, txn.doomed
         return conflicted
 
     @defer.inlineCallbacks
