@@ -10,6 +10,7 @@ import sqlite3
 import tempfile
 import unittest
 
+from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
 from neo.client.bridge import Bridge
@@ -310,6 +311,34 @@ class SQLiteBackendTests(BackendTests, unittest.TestCase):
         with self.assertRaises(DatabaseError) as e:
             self.open()
         self.assertIn("used by another process", str(e.exception))
+
+    def test_checkpointInBackground(self):
+        """
+        Every few commit steps, the write-ahead log is copied into the
+        database file in the background; the commits do not do it
+        themselves (the log is far from the size at which they would).
+        """
+        db = self.open()
+        started = []
+        checkpoint = db._checkpoint
+
+        def recording():
+            checkpoint()
+            started.append(db._checkpointing)
+        db._checkpoint = recording
+        db.CHECKPOINT_EVERY = 3
+        size = os.path.getsize(db.path)
+        for i in range(2):  # 3 commit steps each
+            self.commit(db, 100 + i, 110 + i, [(P, i, 0, os.urandom(50000))])
+        self.assertGreaterEqual(len(started), 1)
+        self.bridge.call(lambda: defer.gatherResults(started))
+        self.assertGreater(os.path.getsize(db.path), size + 50000)
+        db.CHECKPOINT_EVERY = 10 ** 6
+        size = os.path.getsize(db.path)
+        for i in range(2, 6):
+            self.commit(db, 100 + i, 110 + i, [(P, i, 0, os.urandom(50000))])
+        self.assertEqual(os.path.getsize(db.path), size)
+        self.assertGreater(os.path.getsize(db.path + "-wal"), 200000)
 
     def test_foreignDatabase(self):
         """A database not made by NEO is refused, not changed."""

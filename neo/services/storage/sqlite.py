@@ -11,8 +11,11 @@ import os
 import zc.lockfile
 from twisted.enterprise import adbapi
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from neo.services.storage.database import DatabaseError, Dialect, SQLBackend
+
+log = Logger()
 
 
 class SQLiteDialect(Dialect):
@@ -72,23 +75,46 @@ class SQLiteDialect(Dialect):
     ]
 
 
+#: Pages of write-ahead log (4 KiB each) past which a commit checkpoints
+#: the log itself, should the checkpoints in the background fall behind.
+WAL_PAGES = 8192
+
+
 def _configure(conn):
     # WAL: readers never block the writer; NORMAL: a commit survives a
     # crash of the process (not necessarily a power loss).
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
     conn.text_factory = str
 
 
 class SQLiteBackend(SQLBackend):
-    """A storage node's database in one SQLite file."""
+    """
+    A storage node's database in one SQLite file.
+
+    Commits append to the write-ahead log; copying it back into the
+    database (a checkpoint, which syncs the file to disk: several
+    milliseconds here) is done in the background every L{CHECKPOINT_EVERY}
+    commit steps, on a connection of its own, instead of by the commit
+    that happens to fill the log, which would wait for it.
+    """
 
     dialect = SQLiteDialect()
+
+    #: Commit steps between two checkpoints in the background.
+    CHECKPOINT_EVERY = 64
 
     def __init__(self, path, cluster, reactor):
         super().__init__(cluster, reactor)
         self.path = path
         self._lock = None
+        self._checkpointPool = None
+        #: The Deferred of the checkpoint in progress, if any.
+        self._checkpointing = None
+        #: Commit steps since the last checkpoint.
+        self._uncheckpointed = 0
 
     def _start(self):
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -100,12 +126,39 @@ class SQLiteBackend(SQLBackend):
         except zc.lockfile.LockError:
             return defer.fail(DatabaseError(
                 f"{self.path} is used by another process"))
-        self._pool = adbapi.ConnectionPool(
+        self._pool, self._checkpointPool = (adbapi.ConnectionPool(
             "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=1,
             cp_openfun=_configure, cp_reactor=self._reactor)
+            for _ in range(2))
         return defer.succeed(None)
 
+    def _nextSteps(self, result):
+        self._uncheckpointed += 1
+        if (self._uncheckpointed >= self.CHECKPOINT_EVERY
+                and self._checkpointing is None
+                and self._checkpointPool is not None):
+            self._checkpoint()
+        return super()._nextSteps(result)
+
+    def _checkpoint(self):
+        self._uncheckpointed = 0
+        # PASSIVE: it copies what it can, never making a commit wait.
+        d = self._checkpointPool.runOperation("PRAGMA wal_checkpoint(PASSIVE)")
+        # A failure is harmless (the next one, or a commit, does it): the
+        # log only grows meanwhile.
+        d.addErrback(
+            lambda f: log.failure("checkpoint of {path} failed ({cluster})",
+                                  f, path=self.path, cluster=self.cluster))
+
+        def done(_):
+            self._checkpointing = None
+        self._checkpointing = d
+        d.addCallback(done)
+
     def close(self):
+        if self._checkpointPool is not None:
+            self._checkpointPool.close()
+            self._checkpointPool = None
         super().close()
         if self._lock is not None:
             self._lock.close()
