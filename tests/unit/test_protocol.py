@@ -522,3 +522,62 @@ class CoalescedWriteTests(SynchronousTestCase):
                            .serialize())
         [data] = self.socket.sent
         self.assertEqual(data.count(b"_answer"), 2)
+
+
+class _BoxRecorder:
+    def __init__(self):
+        self.boxes = []
+
+    def ampBoxReceived(self, box):
+        self.boxes.append(dict(box))
+
+
+class BoxParsingTests(SynchronousTestCase):
+    """L{NodeProtocol}'s own parsing of AMP's wire format."""
+
+    def setUp(self):
+        self.proto = NodeProtocol()
+        self.recorder = _BoxRecorder()
+        self.transport = iosim.FakeTransport(self.proto, isServer=False)
+        self.proto.makeConnection(self.transport)
+        self.proto.ampBoxReceived = self.recorder.ampBoxReceived
+
+    BOXES = [{b"_command": b"Ping", b"_ask": b"1"},
+             {b"k": b"", b"empty": b"", b"big": b"v" * 65535},
+             {}]
+
+    def wire(self):
+        return b"".join(amp.AmpBox(box).serialize() for box in self.BOXES)
+
+    def test_allAtOnce(self):
+        """Several boxes in one read are all received, in order."""
+        self.proto.dataReceived(self.wire())
+        self.assertEqual(self.recorder.boxes, self.BOXES)
+
+    def test_everySplit(self):
+        """However the data is cut, the same boxes are received, each once
+        it is complete."""
+        wire = self.wire()
+        first = len(amp.AmpBox(self.BOXES[0]).serialize())
+        for cut in list(range(0, 40)) + [first, first + 1, len(wire) - 3]:
+            self.setUp()
+            self.proto.dataReceived(wire[:cut])
+            self.assertEqual(self.recorder.boxes,
+                             self.BOXES[:1] if cut >= first else [])
+            self.proto.dataReceived(wire[cut:])
+            self.assertEqual(self.recorder.boxes, self.BOXES)
+
+    def test_byteByByte(self):
+        boxes = [self.BOXES[0], {}, {b"x": b"y" * 300}]
+        wire = b"".join(amp.AmpBox(box).serialize() for box in boxes)
+        for i in range(len(wire)):
+            self.proto.dataReceived(wire[i:i + 1])
+        self.assertEqual(self.recorder.boxes, boxes)
+
+    def test_keyTooLong(self):
+        """A key over 255 bytes closes the connection, with AMP's reason,
+        without reading further."""
+        self.proto.dataReceived(b"\x01\x00" + b"k" * 256 + b"\x00\x01v\x00\x00")
+        self.assertEqual(self.recorder.boxes, [])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertTrue(self.proto._keyLengthLimitExceeded)
