@@ -23,10 +23,78 @@ PROTOCOL_VERSION = 1
 
 
 class Command(amp.Command):
-    """A NEO command: any may fail with the common errors."""
+    """
+    A NEO command: any may fail with the common errors.
+
+    Arguments and answers are converted as L{amp.Command} does, with the
+    Python name of each argument worked out once per class instead of
+    once per argument of every message.
+    """
 
     errors = COMMON_ERRORS
     fatalErrors = FATAL_ERRORS
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._argumentSchema = _schema(cls.arguments)
+        cls._argumentNames = {name for _, name, _, _ in cls._argumentSchema}
+        cls._responseSchema = _schema(cls.response)
+
+    @classmethod
+    def makeArguments(cls, objects, proto):
+        for name in objects:
+            if name not in cls._argumentNames:
+                raise amp.InvalidSignature(f"{name} is not a valid argument")
+        return _toBox(cls._argumentSchema, objects, cls.commandType(), proto)
+
+    @classmethod
+    def parseArguments(cls, box, proto):
+        return _fromBox(cls._argumentSchema, box, proto)
+
+    @classmethod
+    def makeResponse(cls, objects, proto):
+        return _toBox(cls._responseSchema, objects, cls.responseType(), proto)
+
+    @classmethod
+    def parseResponse(cls, box, proto):
+        return _fromBox(cls._responseSchema, box, proto)
+
+
+def _schema(arguments):
+    """C{(wire name, Python name, argument, whether it is a plain one)}
+    for each argument: a plain one holds one value under its own name."""
+    return [(wire, wire.decode("ascii").replace("-", "_"), argument,
+             type(argument).fromBox is amp.Argument.fromBox
+             and type(argument).toBox is amp.Argument.toBox)
+            for wire, argument in arguments]
+
+
+def _fromBox(schema, box, proto):
+    strings = dict(box)
+    objects = {}
+    for wire, name, argument, plain in schema:
+        if not plain:
+            argument.fromBox(wire, strings, objects, proto)
+        elif argument.optional:
+            string = strings.get(wire)
+            objects[name] = (None if string is None
+                             else argument.fromStringProto(string, proto))
+        else:
+            objects[name] = argument.fromStringProto(strings[wire], proto)
+    return objects
+
+
+def _toBox(schema, objects, strings, proto):
+    for wire, name, argument, plain in schema:
+        if not plain:
+            argument.toBox(wire, strings, objects, proto)
+        elif argument.optional:
+            value = objects.get(name)
+            if value is not None:
+                strings[wire] = argument.toStringProto(value, proto)
+        else:
+            strings[wire] = argument.toStringProto(objects[name], proto)
+    return strings
 
 
 class Notification(Command):

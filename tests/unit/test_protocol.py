@@ -581,3 +581,46 @@ class BoxParsingTests(SynchronousTestCase):
         self.assertEqual(self.recorder.boxes, [])
         self.assertTrue(self.transport.disconnecting)
         self.assertTrue(self.proto._keyLengthLimitExceeded)
+
+
+class ConversionTests(SynchronousTestCase):
+    """L{c.Command} converts arguments and answers exactly as AMP does."""
+
+    SAMPLES = [
+        (c.Identify, "arguments", {
+            "protocolVersion": 1, "cluster": "main", "nodeType": "CLIENT",
+            "nid": None, "address": "127.0.0.1:1"}),
+        (c.Identify, "response", {
+            "nodeType": "MASTER", "nid": -3, "yourNid": None,
+            "clusterState": ClusterState.RUNNING,
+            "nodes": [[1, "STORAGE", "a:1", "RUNNING"]]}),
+        (c.AskFinishTransaction, "arguments", {
+            "ttid": TID1, "oids": [OID1, OID2], "checked": [],
+            "voted": [1, 2], "beginNext": True}),
+        (c.AskFinishTransaction, "response", {"tid": TID2}),
+        (c.StoreObjects, "arguments", {
+            "ttid": TID1, "records": c.packRecords([(OID1, TID1, 0, b"x")])}),
+    ]
+
+    def convert(self, command, which, objects, amp_):
+        cls = amp.Command if amp_ else command
+        if which == "arguments":
+            box = cls.makeArguments.__func__(command, objects, None)
+            return dict(box), cls.parseArguments.__func__(command, box, None)
+        box = cls.makeResponse.__func__(command, objects, None)
+        return dict(box), cls.parseResponse.__func__(command, box, None)
+
+    def test_sameAsAMP(self):
+        for command, which, objects in self.SAMPLES:
+            self.assertEqual(self.convert(command, which, objects, False),
+                             self.convert(command, which, objects, True))
+
+    def test_missingArgument(self):
+        with self.assertRaises(KeyError):
+            c.Identify.makeArguments({"cluster": "main"}, None)
+        with self.assertRaises(KeyError):
+            c.Identify.parseArguments(amp.AmpBox(cluster=b"main"), None)
+
+    def test_unknownArgument(self):
+        with self.assertRaises(amp.InvalidSignature):
+            c.Ping.makeArguments({"surprise": 1}, None)
