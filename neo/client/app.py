@@ -547,7 +547,7 @@ class ClientApp(ClusterView):
         txn.outstanding.append(d)
 
     def _storedMany(self, answer, txn):
-        items = answer["conflicts"]
+        items = answer["conflicts"] or ()
         for i in range(0, len(items), 2):
             oid, serial = items[i], items[i + 1]
             if serial > txn.conflicts.get(oid, ZERO_TID):
@@ -646,29 +646,42 @@ class ClientApp(ClusterView):
         L{waitStores}) without voting: the caller resolves them, stores
         again and calls again.
         """
-        if records:
-            self.storeMany(txn, records)
         yield self.whenBegun(txn)
         running = self._running()
         txn.metaPartition = self._metaPartition(txn)
         metaNids = self.pt.writable(txn.metaPartition, running)
+        # The stores, unless they can go with the vote (one node only).
+        carried = self._carried(txn, records, metaNids)
+        if carried is not None:
+            txn.involved.add(carried)
+        elif records:
+            self.storeMany(txn, records)
         nids = txn.involved | set(metaNids)
         txn.voted = nids
         oids = list(txn.data)
         if len(nids) == 1 and not txn.error and not txn.unsent:
             # One node only: vote right behind the stores, in the same
-            # round trip.  Deadlock notifications are still honoured until
-            # the vote is answered: the node votes only once every store
-            # and relock is settled, and did not conflict.
+            # round trip (or with them).  Deadlock notifications are still
+            # honoured until the vote is answered: the node votes only once
+            # every store and relock is settled, and did not conflict.
             nid, = nids
             proto = yield self.getStorage(nid)
             if txn.protos.setdefault(nid, proto) is not proto:
                 raise ClusterError(f"the connection to {formatNid(nid)} was"
                                    " lost during the transaction")
+            extra = {}
+            if carried is not None:
+                extra["records"] = c.packRecords(records)
             d = proto.ask(c.VoteTransaction, ttid=txn.ttid, user=user,
                           description=description, extension=extension,
                           oids=oids if nid in metaNids else None,
-                          pipelined=True, partition=txn.metaPartition)
+                          pipelined=True, partition=txn.metaPartition,
+                          **extra)
+            if carried is not None:
+                # The answers of the stores come with the vote's: they are
+                # counted as outstanding until then.
+                d.addCallback(self._votedWithStores, txn)
+                txn.outstanding.append(d)
             # An errback in this same turn: AMP drops the connection when an
             # error answer finds none.
             voted = []
@@ -713,6 +726,31 @@ class ClientApp(ClusterView):
             if not ok:
                 raise ClusterError(f"vote failed: {result.getErrorMessage()}")
         return {}, {}
+
+    def _carried(self, txn, records, metaNids):
+        """
+        The node that C{records} can go to with the vote: the only one
+        they are written to, when the transaction involves no other (its
+        earlier stores and its metadata) and they fit in one message.
+        None otherwise.
+        """
+        if not records or txn.error or txn.unsent:
+            return None
+        size = 0
+        nids = txn.involved | set(metaNids)
+        for record in records:
+            nids.update(self._route(txn, record[0]))
+            size += len(record[3]) + 21
+            if len(nids) > 1 or size > self.BATCH_BYTES:
+                return None
+        if len(nids) != 1:
+            return None
+        nid, = nids
+        return nid
+
+    def _votedWithStores(self, answer, txn):
+        self._storedMany(answer, txn)
+        return answer
 
     @defer.inlineCallbacks
     def finish(self, txn, callback=None):

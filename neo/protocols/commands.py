@@ -361,11 +361,19 @@ class VoteTransaction(Command):
                  (b"extension", BigBytes(optional=True)),
                  (b"oids", OidList(optional=True)),
                  (b"pipelined", amp.Boolean(optional=True)),
-                 (b"partition", amp.Integer(optional=True))]
+                 (b"partition", amp.Integer(optional=True)),
+                 (b"records", BigBytes(optional=True))]
     #: With C{pipelined} (a transaction on this node only, sent right after
     #: its stores), the node first waits for the stores and relocks in
     #: progress, and does not vote (C{voted} false) if one conflicted.
-    response = [(b"voted", amp.Boolean(optional=True))]
+    #: With C{records} too, it first stores them, as L{StoreObjects} does,
+    #: and answers as it does as well: a transaction on one node, whose
+    #: stores waited for the vote, takes one message each way.
+    response = [(b"voted", amp.Boolean(optional=True)),
+                (b"conflicts", OidList(optional=True)),
+                (b"committed", BigBytes(optional=True)),
+                (b"resolved", OidList(optional=True)),
+                (b"unresolvable", OidList(optional=True))]
 
 
 class AskObject(Command):

@@ -241,6 +241,41 @@ class CommitPathTests(ClusterStorageTestBase):
         proto.ask = recording
         return asked
 
+    def recordStorageCommands(self):
+        """The names of the commands the client asks its storage node."""
+        asked = []
+        app = self._storage._app
+        getStorage = app.getStorage
+
+        def recording(proto):
+            if not getattr(proto, "recorded", False):
+                ask = proto.ask
+                proto.ask = lambda command, **kwargs: (
+                    asked.append(command.__name__) or ask(command, **kwargs))
+                proto.recorded = True
+            return proto
+        app.getStorage = lambda nid: getStorage(nid).addCallback(recording)
+        return asked
+
+    def test_storesWithTheVote(self):
+        """On one node, the stores buffered until the vote go with it: one
+        command, whose answer reports their conflicts (resolved here)."""
+        from ZODB.tests.StorageTestBase import zodb_unpickle
+        from ZODB.utils import z64
+        storage = self._storage
+        for node in self._cluster.storages:
+            node.txns.resolveConflicts = False  # the client resolves
+        oid = storage.new_oid()
+        first, _ = commitCounter(storage, oid, z64, 1)
+        commitCounter(self._new_storage_client(), oid, first, 3)  # +2
+        asked = self.recordStorageCommands()
+        tid, resolved = commitCounter(storage, oid, first, 2)  # +1
+        self.assertEqual(resolved, [oid])
+        self.assertEqual(asked, ["VoteTransaction", "VoteTransaction"])
+        storage._cache.clear()
+        self.assertEqual(zodb_unpickle(storage.loadSerial(oid, tid))._value,
+                         4)
+
     def test_nextTransactionBegunAhead(self):
         """Each commit's answer begins the next transaction: from the
         second commit on, the client never asks for a begin."""

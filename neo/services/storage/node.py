@@ -341,11 +341,14 @@ class ClientHandler(amp.CommandLocator):
         return d.addCallback(lambda conflict: {"conflict": conflict})
 
     @c.StoreObjects.responder
-    @defer.inlineCallbacks
     def storeObjects(self, ttid, records):
         client = self._client()
+        txn = self.node.txns.get(ttid, client.nid, create=True)
+        return self._storeRecords(txn, records)
+
+    @defer.inlineCallbacks
+    def _storeRecords(self, txn, records):
         txns = self.node.txns
-        txn = txns.get(ttid, client.nid, create=True)
         partitionOf = self.node.partitionOf
         records = c.unpackRecords(records)
         results = yield defer.DeferredList(
@@ -392,17 +395,22 @@ class ClientHandler(amp.CommandLocator):
     @defer.inlineCallbacks
     def voteTransaction(self, ttid, user=None, description=None,
                         extension=None, oids=None, pipelined=False,
-                        partition=None):
+                        partition=None, records=None):
         client = self._client()
         if partition is None:
             partition = self.node.partitionOf(ttid)
         elif not 0 <= partition < self.node.pt.partitions:
             raise ProtocolError(f"no partition {partition}")
+        if records is not None and not pipelined:
+            raise ProtocolError("records go with a pipelined vote only")
         txns = self.node.txns
         txn = txns.get(ttid, client.nid, create=True)
+        stored = {}
+        if records is not None:
+            stored = yield self._storeRecords(txn, records)
         conflicted = yield txns.settle(txn)
         if pipelined and conflicted:
-            return {"voted": False}
+            return dict(stored, voted=False)
         metadata = None
         if oids is not None:
             metadata = (user or b"", description or b"", extension or b"",
@@ -410,7 +418,7 @@ class ClientHandler(amp.CommandLocator):
         # A pipelined vote is for a transaction on this node only: it
         # becomes durable with the lock, which commits it at once.
         yield txns.vote(txn, partition, metadata, durable=not pipelined)
-        return {"voted": True}
+        return dict(stored, voted=True)
 
     @c.AbortTransaction.responder
     def abortTransaction(self, ttid):
