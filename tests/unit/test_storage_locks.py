@@ -747,6 +747,29 @@ class LatestRecordsTests(TransactionManagerTestCase):
         self.assertIsNotNone(records.get(A))
         self.assertEqual(records.size, 8)
 
+    def test_previousRevisions(self):
+        """The last revisions replaced are kept (for conflict resolution),
+        a few per object, within their own budget; putting the current
+        revision again (a load) keeps them."""
+        from neo.services.storage import cache
+        records = cache.LatestRecords()
+        count = cache.PREVIOUS_COUNT
+        for tid in range(1, count + 3):
+            records.put(A, p64(tid), 0, b"%d" % tid)
+        records.put(A, p64(count + 2), 0, b"%d" % (count + 2))
+        self.assertIsNone(records.previous(A, p64(1)))
+        self.assertIsNone(records.previous(A, p64(count + 2)))  # current
+        for tid in range(2, count + 2):
+            self.assertEqual(records.previous(A, p64(tid)),
+                             (p64(tid), 0, b"%d" % tid))
+        self.patch(cache, "PREVIOUS_SIZE", 3)
+        records.put(B, S5, 0, b"12")
+        records.put(B, S7, 0, b"34")
+        self.assertEqual(records.previous(B, S5), (S5, 0, b"12"))
+        self.assertIsNone(records.previous(A, p64(count + 1)))
+        records.forget(B)
+        self.assertEqual(records._previousSize, 0)
+
     def test_resetForgets(self):
         """resetSerials forgets the records too."""
         txn = self.begin(T1)
