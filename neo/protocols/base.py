@@ -88,7 +88,7 @@ class NodeProtocol(amp.AMP):
         if not self._outgoing and not self._receiving:
             _pending(self.transport.reactor).add(self)
             self.transport.reactor.callLater(0, self._flush)
-        self._outgoing.append(box.serialize())
+        self._outgoing.append(serialize(box))
 
     def dataReceived(self, data):
         # The answers to what arrives go out together, right after.
@@ -210,6 +210,29 @@ class NodeProtocol(amp.AMP):
         if self.connected:
             self.callRemote(command, **kwargs)
 
+
+
+def serialize(box) -> bytes:
+    """
+    L{amp.AmpBox.serialize}, with the same checks, in a third of the time
+    (keys in insertion order: AMP does not need them sorted).
+    """
+    parts = []
+    append = parts.append
+    for key, value in box.items():
+        if type(key) is not bytes or type(value) is not bytes:
+            # Let AMP say what is wrong (unicode, ...).
+            return amp.AmpBox(box).serialize()
+        if len(key) > amp.MAX_KEY_LENGTH:
+            raise amp.TooLong(True, True, key, None)
+        if len(value) > amp.MAX_VALUE_LENGTH:
+            raise amp.TooLong(False, True, value, key)
+        append(len(key).to_bytes(2, "big"))
+        append(key)
+        append(len(value).to_bytes(2, "big"))
+        append(value)
+    append(b"\0\0")
+    return b"".join(parts)
 
 
 #: What L{NodeProtocol._flush} reads of a TCP transport (else it leaves

@@ -38,7 +38,17 @@ class Command(amp.Command):
         super().__init_subclass__(**kwargs)
         cls._argumentSchema = _schema(cls.arguments)
         cls._argumentNames = {name for _, name, _, _ in cls._argumentSchema}
+        cls._required = [name for _, name, argument, _ in cls._argumentSchema
+                         if not argument.optional]
         cls._responseSchema = _schema(cls.response)
+
+    def __init__(self, **kw):
+        self.structured = kw
+        forgotten = [name for name in self._required if name not in kw]
+        if forgotten:
+            raise amp.InvalidSignature(
+                f"forgot {', '.join(forgotten)} for"
+                f" {self.commandName.decode()}")
 
     @classmethod
     def makeArguments(cls, objects, proto):

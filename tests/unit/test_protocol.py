@@ -624,3 +624,33 @@ class ConversionTests(SynchronousTestCase):
     def test_unknownArgument(self):
         with self.assertRaises(amp.InvalidSignature):
             c.Ping.makeArguments({"surprise": 1}, None)
+
+    def test_forgottenArgument(self):
+        """A command made without a required argument is refused, naming
+        what is missing (optional ones may be left out)."""
+        with self.assertRaises(amp.InvalidSignature) as e:
+            c.AskLockInformation(ttid=TID1)
+        self.assertIn("forgot tid for AskLockInformation", str(e.exception))
+        c.AskLockInformation(ttid=TID1, tid=TID2)
+
+
+class SerializeTests(SynchronousTestCase):
+    """L{neo.protocols.base.serialize} writes what AMP reads."""
+
+    def test_roundTrip(self):
+        from neo.protocols.base import serialize
+        box = {b"_command": b"Ping", b"k": b"", b"v": b"x" * 65535}
+        recorder = _BoxRecorder()
+        receiver = amp.BinaryBoxProtocol(recorder)
+        receiver.dataReceived(serialize(amp.AmpBox(box)))
+        self.assertEqual(recorder.boxes, [box])
+
+    def test_refused(self):
+        """What AMP refuses to send is refused the same way."""
+        from neo.protocols.base import serialize
+        with self.assertRaises(TypeError):
+            serialize({b"k": "unicode"})
+        with self.assertRaises(amp.TooLong):
+            serialize({b"k" * 256: b"v"})
+        with self.assertRaises(amp.TooLong):
+            serialize({b"k": b"v" * 65536})
