@@ -36,6 +36,10 @@ OID_BATCH = 100
 #: Stores sent to the reactor at once, at most (records, bytes).
 BATCH_RECORDS = 200
 BATCH_BYTES = 1024 * 1024
+#: Records shorter than this are sent as they are: compressing them saves
+#: little (a small pickle has little redundancy) for a call that costs
+#: about 10 µs, much of a small store's whole cost.
+COMPRESS_MIN = 512
 #: Objects read ahead after a cache miss, at most.
 PREFETCH = 100
 #: Default size of the record cache, in bytes.
@@ -266,7 +270,7 @@ class Storage(ConflictResolvingStorage):
             serial = ZERO_TID
         txn.data[oid] = (serial, data)
         compression, sent = 0, data
-        if self._compress and data:
+        if self._compress and len(data) >= COMPRESS_MIN:
             compressed = zlib.compress(data)
             if len(compressed) < len(data):
                 compression, sent = _ZLIB, compressed

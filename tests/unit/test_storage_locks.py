@@ -15,6 +15,7 @@ T1, T2, T3 = p64(1), p64(2), p64(3)
 A, B = p64(0xA), p64(0xB)
 #: Serials of committed revisions.
 S5, S7 = p64(5), p64(7)
+ZERO = p64(0)
 PARTITION = 0
 
 
@@ -148,6 +149,31 @@ class StoreTests(TransactionManagerTestCase):
         txn = self.begin(T1)
         self.assertIsNone(self.successResultOf(self.store(txn, A)))
         self.assertEqual(txn.stores, {A: (PARTITION, S5, 0, b"data")})
+        self.assertEqual(self.db.callsOf("lastSerial"), [(PARTITION, 0xA)])
+
+    def test_storeNow(self):
+        """
+        storeNow stores at once what needs no wait and does not conflict
+        (the serial known, the lock free or its own), and leaves anything
+        else untouched, for store.
+        """
+        txn, other = self.begin(T1), self.begin(T2)
+        now = lambda t, oid, serial=S5: self.tm.storeNow(
+            t, PARTITION, oid, serial, 0, b"now")
+        self.assertFalse(now(txn, A))  # serial unknown: asks the database
+        self.successResultOf(self.store(txn, A))
+        self.assertTrue(now(txn, A))
+        self.assertEqual(txn.stores[A], (PARTITION, S5, 0, b"now"))
+        self.assertFalse(now(other, A))  # locked by txn
+        self.assertEqual(other.stores, {})
+        self.tm.maxOid = 0xB
+        self.assertTrue(now(other, p64(0xC), ZERO))  # new object
+        self.assertFalse(now(other, B))  # below maxOid: unknown
+        self.successResultOf(self.tm.abort(T1))
+        self.assertFalse(now(other, A, S7))  # a conflict: for store
+        self.assertNotIn(A, other.stores)
+        self.successResultOf(self.vote(other))
+        self.assertFalse(now(other, A))  # voted: store refuses it
         self.assertEqual(self.db.callsOf("lastSerial"), [(PARTITION, 0xA)])
 
     def test_storeNewObject(self):

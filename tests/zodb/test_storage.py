@@ -182,6 +182,35 @@ class LargeRecordTests(ClusterStorageTestBase):
         self._storage.tpc_abort(t)
 
 
+class CompressionTests(ClusterStorageTestBase):
+    """Which records travel compressed."""
+
+    def sent(self, data):
+        """The C{(compression, length)} a record is stored with."""
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        storage = self._storage
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(storage.new_oid(), z64, data, "", t)
+        _, _, compression, sent = storage._txns[t].buffer[-1]
+        storage.tpc_abort(t)
+        return compression, len(sent)
+
+    def test_smallSentAsIs(self):
+        """A small record is not worth a compression call."""
+        self.assertEqual(self.sent(b"x" * 511), (0, 511))
+
+    def test_largerCompressed(self):
+        """From 512 bytes, a record is compressed if that makes it
+        smaller."""
+        import os
+        compression, length = self.sent(b"x" * 512)
+        self.assertEqual(compression, 1)
+        self.assertLess(length, 100)
+        self.assertEqual(self.sent(os.urandom(600)), (0, 600))
+
+
 class ReadAheadTests(ClusterStorageTestBase):
     """What the client reads ahead after a cache miss."""
 

@@ -66,6 +66,11 @@ class Cursor:
     def execute(self, statement, args=()):
         self._txn.execute(self.dialect.sql(statement), args)
 
+    def executemany(self, statement, rows):
+        rows = list(rows)
+        if rows:
+            self._txn.executemany(self.dialect.sql(statement), rows)
+
     def fetchone(self):
         return self._txn.fetchone()
 
@@ -225,10 +230,11 @@ def _lastIds(cur):
 def _vote(cur, ttid, partition, metadata, objects):
     # Idempotent: a vote retried after a lost connection replaces itself.
     _deleteTemporary(cur, ttid)
-    for objPartition, oid, compression, data in objects:
-        dataId = None if data is None else _putData(cur, compression, data)
-        cur.execute("INSERT INTO tobj VALUES (?, ?, ?, ?, NULL)",
-                    (ttid, objPartition, oid, dataId))
+    cur.executemany(
+        "INSERT INTO tobj VALUES (?, ?, ?, ?, NULL)",
+        [(ttid, objPartition, oid,
+          None if data is None else _putData(cur, compression, data))
+         for objPartition, oid, compression, data in objects])
     if metadata is None:
         metadata, meta = (b"", b"", b"", b""), 0
     else:
@@ -243,10 +249,11 @@ def _commitVoted(cur, ttid, tid, partition, metadata, objects):
     Commit, under its final TID, a transaction voted in memory only (it
     has no other participant): straight into obj and trans.  Idempotent.
     """
-    for objPartition, oid, compression, data in objects:
-        dataId = None if data is None else _putData(cur, compression, data)
-        cur.execute("REPLACE INTO obj VALUES (?, ?, ?, ?, NULL)",
-                    (objPartition, oid, tid, dataId))
+    cur.executemany(
+        "REPLACE INTO obj VALUES (?, ?, ?, ?, NULL)",
+        [(objPartition, oid, tid,
+          None if data is None else _putData(cur, compression, data))
+         for objPartition, oid, compression, data in objects])
     if metadata is not None:
         user, description, extension, oids = metadata
         cur.execute("REPLACE INTO trans VALUES (?, ?, 0, ?, ?, ?, ?, ?)",

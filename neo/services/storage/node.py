@@ -351,13 +351,15 @@ class ClientHandler(amp.CommandLocator):
         txns = self.node.txns
         partitionOf = self.node.partitionOf
         records = c.unpackRecords(records)
+        waiting = [record for record in records
+                   if not txns.storeNow(txn, partitionOf(record[0]), *record)]
         results = yield defer.DeferredList(
             [txns.track(txn, txns.store(txn, partitionOf(oid), oid, serial,
                                         compression, data))
-             for oid, serial, compression, data in records],
+             for oid, serial, compression, data in waiting],
             consumeErrors=True)
         conflicts, committed = [], []
-        for (oid, _, _, _), (ok, result) in zip(records, results):
+        for (oid, _, _, _), (ok, result) in zip(waiting, results):
             if not ok:
                 result.raiseException()
             if result is not None:

@@ -204,6 +204,31 @@ class TransactionManager:
 
     # -- First phase ---------------------------------------------------------
 
+    def storeNow(self, txn, partition, oid, serial, compression, data):
+        """
+        L{store} at once, when it needs nothing to wait for (the lock is
+        free, the last serial known) and does not conflict: returns True
+        then, else False (nothing done: call L{store}).  Most stores are
+        such, and spared a chain of Deferreds.
+        """
+        if txn.voted or txn.doomed or txn.aborted:
+            return False
+        holder = self._locks.get(oid)
+        if holder is not None and holder is not txn:
+            return False
+        last = self._serials.get(oid, False)
+        if last is False:
+            if self.maxOid is None or u64(oid) <= self.maxOid:
+                return False
+            last = None
+        else:
+            self._serials.move_to_end(oid)
+        if last is not None and last != serial:
+            return False
+        self._locks[oid] = txn
+        txn.stores[oid] = (partition, serial, compression, data)
+        return True
+
     @defer.inlineCallbacks
     def store(self, txn, partition, oid, serial, compression, data,
               resolve=True):
