@@ -415,10 +415,12 @@ class NodeResolutionTests(TransactionManagerTestCase):
         return zodb_unpickle(zlib.decompress(data) if compression
                              else data)._value
 
-    def commitCounter(self, ttid, tid, serial, value):
+    def commitCounter(self, ttid, tid, serial, value, record=None):
+        """Commit a revision of A: a counter of C{value}, or whatever
+        C{record} makes of it."""
         txn = self.begin(ttid)
-        self.assertIsNone(self.successResultOf(
-            self.store(txn, A, serial, self.counter(value))))
+        self.assertIsNone(self.successResultOf(self.store(
+            txn, A, serial, (record or self.counter)(value))))
         self.commit(txn, tid)
 
     def test_resolvedFromMemory(self):
@@ -482,10 +484,7 @@ class NodeResolutionTests(TransactionManagerTestCase):
         return zodb_pickle(MinPO(value))
 
     def commitPlain(self, ttid, tid, serial, value):
-        txn = self.begin(ttid)
-        self.assertIsNone(self.successResultOf(
-            self.store(txn, A, serial, self.plain(value))))
-        self.commit(txn, tid)
+        self.commitCounter(ttid, tid, serial, value, self.plain)
 
     def test_unresolvableGivesUp(self):
         """

@@ -190,6 +190,15 @@ class TransactionManager:
             return last
         return None
 
+    def _checkAlive(self, txn, oid, partition, serial, keep=False):
+        """L{_check}, answering no conflict (None) if the transaction is
+        given up meanwhile: its client can only abort it."""
+        def givenUp(failure):
+            failure.trap(TransactionNotFound)
+            return None if txn.doomed else failure
+        return self._check(txn, oid, partition, serial, keep).addErrback(
+            givenUp)
+
     def _revision(self, partition, oid, serial):
         """C{(serial, compression, data)} of a committed revision, from
         memory if it is there (data is None if deleted or too large)."""
@@ -245,13 +254,8 @@ class TransactionManager:
             return None
         resolve = resolve and self.resolveConflicts
         txn.stores[oid] = (partition, serial, compression, data)
-        try:
-            conflict = yield self._check(txn, oid, partition, serial,
-                                         keep=resolve)
-        except TransactionNotFound:
-            if txn.doomed:
-                return None
-            raise
+        conflict = yield self._checkAlive(txn, oid, partition, serial,
+                                          keep=resolve)
         if conflict is not None and resolve:
             resolved = None
             if serial != ZERO_TID:
@@ -300,12 +304,7 @@ class TransactionManager:
         if txn.doomed:
             return None
         txn.checked[oid] = (partition, serial)
-        try:
-            conflict = yield self._check(txn, oid, partition, serial)
-        except TransactionNotFound:
-            if txn.doomed:
-                return None
-            raise
+        conflict = yield self._checkAlive(txn, oid, partition, serial)
         if conflict is not None:
             txn.checked.pop(oid, None)
         return conflict
@@ -330,12 +329,7 @@ class TransactionManager:
         else:
             return None
         self._release(txn, oid)
-        try:
-            conflict = yield self._check(txn, oid, partition, serial)
-        except TransactionNotFound:
-            if txn.doomed:
-                return None
-            raise
+        conflict = yield self._checkAlive(txn, oid, partition, serial)
         if conflict is not None:
             txn.stores.pop(oid, None)
             txn.checked.pop(oid, None)
