@@ -286,6 +286,21 @@ class CommitPathTests(ClusterStorageTestBase):
         app.getStorage = lambda nid: getStorage(nid).addCallback(recording)
         return asked
 
+    def test_storesOnlyWithPipelinedVote(self):
+        """Records with a vote that is not pipelined (several nodes vote
+        only once every store is answered) are a protocol error."""
+        from neo.lib.ids import p64
+        from neo.protocols import commands as c
+        from neo.protocols.errors import ProtocolError
+        app = self._storage._app
+        nid = self._cluster.storages[0].nid
+        proto = self._storage._bridge.call(app.getStorage, nid)
+        with self.assertRaises(ProtocolError) as e:
+            self._storage._bridge.call(
+                proto.ask, c.VoteTransaction, ttid=p64(1),
+                records=c.packRecords([]), pipelined=False)
+        self.assertIn("pipelined vote only", str(e.exception))
+
     def test_storesWithTheVote(self):
         """On one node, the stores buffered until the vote go with it: one
         command, whose answer reports their conflicts (resolved here)."""
