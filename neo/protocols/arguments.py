@@ -59,6 +59,12 @@ class BigBytes(amp.Argument):
             raise RecordTooLarge(
                 f"{name.decode()} is {len(value)} bytes, more than the"
                 f" {MAX_RECORD} bytes a record may have")
+        if len(value) <= _STEP:
+            # Most values: one piece (or none), without the loop.
+            strings[name] = b"1" if value else b"0"
+            if value:
+                strings[name + b".0"] = value
+            return
         count = (len(value) + _STEP - 1) // _STEP
         strings[name] = b"%d" % count
         for i in range(count):
@@ -71,6 +77,12 @@ class BigBytes(amp.Argument):
                 objects[name.decode("ascii")] = None
                 return
             raise ProtocolError(f"missing argument {name!r}")
+        if count == b"1":
+            piece = strings.pop(name + b".0", None)
+            if piece is None:
+                raise ProtocolError(f"{name!r} has missing pieces")
+            objects[name.decode("ascii")] = self.decode(piece)
+            return
         try:
             count = int(count)
         except ValueError:
