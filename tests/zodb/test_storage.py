@@ -210,6 +210,24 @@ class CompressionTests(ClusterStorageTestBase):
         self.assertLess(length, 100)
         self.assertEqual(self.sent(os.urandom(600)), (0, 600))
 
+    def test_largeIncompressibleNotCompressed(self):
+        """A large record whose sample does not compress is sent as it is,
+        without compressing it whole; one whose sample does is
+        compressed."""
+        import os
+        from neo.client import Storage
+        compressed = []
+        compress = Storage.zlib.compress
+        Storage.zlib.compress = lambda data, *args: (
+            compressed.append(len(data)) or compress(data, *args))
+        self.addCleanup(setattr, Storage.zlib, "compress", compress)
+        size = 4 * Storage.SAMPLE_FROM
+        self.assertEqual(self.sent(os.urandom(size)), (0, size))
+        self.assertEqual(compressed, [Storage.SAMPLE])
+        compression, length = self.sent(b"x" * size)
+        self.assertEqual((compression, compressed[-1]), (1, size))
+        self.assertLess(length, size // 10)
+
 
 class ReadAheadTests(ClusterStorageTestBase):
     """What the client reads ahead after a cache miss."""
