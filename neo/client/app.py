@@ -76,8 +76,9 @@ class ClientTransaction:
         #: C{{oid: (serial, compression, data)}}: committed revisions that
         #: conflicted, as the storage nodes sent them.
         self.committed = {}
-        #: Oids whose conflict a storage node resolved.
-        self.resolvedByNodes = set()
+        #: Oids whose conflict a storage node resolved, with the
+        #: C{(compression, data)} it kept if it sent it back (else None).
+        self.resolvedByNodes = {}
         #: Conflicting oids that a storage node failed to resolve with
         #: the object's class at hand: not worth trying here (the node
         #: gave the transaction up).
@@ -335,8 +336,7 @@ class ClientApp(ClusterView):
         if (not isinstance(answer, Failure) and not answer["deleted"]
                 and not answer["tooLarge"]):
             data = answer["data"]
-            if answer["compression"] == 1:
-                data = zlib.decompress(data)
+            data = _uncompressed((answer["compression"], data))
         if data is None:
             self.cache.endLoad(oid, ZERO_TID, ZERO_TID)
         else:
@@ -558,8 +558,12 @@ class ClientApp(ClusterView):
                 txn.committed[oid] = (serial, compression, data)
         for oid in answer["resolved"] or ():
             # Resolved by the node: what it keeps is not txn.data.
-            txn.resolvedByNodes.add(oid)
+            txn.resolvedByNodes[oid] = None
             txn.resolved.add(oid)
+        if answer["resolvedRecords"]:
+            for oid, _, compression, data in c.unpackRecords(
+                    answer["resolvedRecords"]):
+                txn.resolvedByNodes[oid] = (compression, data)
         txn.unresolvable.update(answer["unresolvable"] or ())
 
     def checkCurrent(self, txn, oid, serial):
@@ -776,7 +780,9 @@ class ClientApp(ClusterView):
         with self.lastTidLock:
             for oid, (_, data) in txn.data.items():
                 self.cache.invalidate([oid], tid)
-                if data is not None and oid not in txn.resolvedByNodes:
+                if oid in txn.resolvedByNodes:
+                    data = _uncompressed(txn.resolvedByNodes[oid])
+                if data is not None:
                     self.cache.store(oid, tid, None, data)
             # ZODB's callback invalidates the other connections of this
             # process: before lastTid moves, which they poll.
@@ -837,3 +843,11 @@ class StorageHandler(amp.CommandLocator):
     @c.Ping.responder
     def ping(self):
         return {}
+
+
+def _uncompressed(record):
+    """The data of C{(compression, data)}, or None for None."""
+    if record is None:
+        return None
+    compression, data = record
+    return zlib.decompress(data) if compression == 1 else data

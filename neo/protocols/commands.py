@@ -289,7 +289,9 @@ class StoreObjects(Command):
     and, in C{committed}, the records of those committed revisions the
     node had at hand (packed the same way): the client resolves the
     conflicts without loading them.  C{resolved} are the oids whose
-    conflict the node resolved itself (kept, as based on the last serial).
+    conflict the node resolved itself (kept, as based on the last serial);
+    C{resolvedRecords} packs those results that are small enough, so that
+    the client caches what it committed without loading it again.
     C{unresolvable} are conflicting oids whose resolution failed on the
     node although it could import their class: the client's would fail
     too, so the node gave the transaction up (the client raises the
@@ -300,6 +302,7 @@ class StoreObjects(Command):
     response = [(b"conflicts", OidList()),
                 (b"committed", BigBytes(optional=True)),
                 (b"resolved", OidList(optional=True)),
+                (b"resolvedRecords", BigBytes(optional=True)),
                 (b"unresolvable", OidList(optional=True))]
 
 
@@ -383,6 +386,7 @@ class VoteTransaction(Command):
                 (b"conflicts", OidList(optional=True)),
                 (b"committed", BigBytes(optional=True)),
                 (b"resolved", OidList(optional=True)),
+                (b"resolvedRecords", BigBytes(optional=True)),
                 (b"unresolvable", OidList(optional=True))]
 
 

@@ -16,7 +16,8 @@ from zope.interface.verify import verifyObject
 from neo.client.bridge import Bridge
 from neo.protocols.errors import OidDoesNotExist, OidNotFound
 from neo.services.storage.config import StorageConfig
-from neo.services.storage.database import DatabaseError, SCHEMA_VERSION
+from neo.services.storage.database import (
+    CommitRefused, DatabaseError, SCHEMA_VERSION)
 from neo.services.storage.interfaces import IStorageBackend
 from neo.services.storage.node import makeBackend
 from tests import mysql
@@ -157,15 +158,15 @@ class BackendTests:
 
     def test_groupCommit(self):
         """Commit steps asked while one is in the database run together
-        afterwards, each with its own result; one that fails fails alone."""
-        from twisted.internet import defer
+        afterwards, each with its own result; a vote that fails fails
+        alone."""
         db = self.open()
 
         def steps():
             ds = [db.commitVoted(100, 110, P, None, [(P, 7, 0, b"a")]),
                   db.vote(200, P, None, [(P, 8, 0, b"b")]),
                   db.commitVoted(300, 310, P, None, [(P, 9, 0, b"c")]),
-                  db.commitVoted(400, 410, P, None, [(P, 10, 0, "not bytes")]),
+                  db.vote(400, P, None, [(P, 10, 0, "not bytes")]),
                   db.lockTransaction(200, 210),
                   db.unlockTransaction(200)]
             return defer.DeferredList(ds, consumeErrors=True)
@@ -178,9 +179,40 @@ class BackendTests:
         for oid, data in ((7, b"a"), (8, b"b"), (9, b"c")):
             self.assertEqual(self.call(db, "load", P, oid, None, None)[3],
                              data)
-        with self.assertRaises(OidDoesNotExist):
-            self.call(db, "load", P, 10, None, None)
         self.assertEqual(self.call(db, "lockedTransactions"), [])
+        self.assertIsNone(db.broken)
+
+    def test_failedCommitStopsCommits(self):
+        """
+        A step of a decided transaction that fails refuses every commit
+        step after it, in its group and later, and is reported once: the
+        transactions after it may have been checked or resolved against
+        it.
+        """
+        db = self.open()
+        broken = []
+        db.onBroken = broken.append
+
+        def steps():
+            ds = [db.vote(100, P, None, [(P, 7, 0, b"a")]),
+                  db.commitVoted(200, 210, P, None,
+                                 [(P, 8, 0, "not bytes")]),
+                  db.commitVoted(300, 310, P, None, [(P, 9, 0, b"c")]),
+                  db.abortTransaction(100)]
+            return defer.DeferredList(ds, consumeErrors=True)
+
+        results = self.bridge.call(steps)
+        self.assertEqual([ok for ok, _ in results],
+                         [True, False, False, False])
+        self.assertNotIsInstance(results[1][1].value, CommitRefused)
+        for _, refused in results[2:]:
+            self.assertIsInstance(refused.value, CommitRefused)
+        self.assertEqual(broken, [db.broken])
+        with self.assertRaises(CommitRefused):
+            self.call(db, "lockTransaction", 100, 110)
+        with self.assertRaises(OidDoesNotExist):
+            self.call(db, "load", P, 9, None, None)
+        self.assertEqual(len(broken), 1)
 
     def test_groupCommitInteractions(self):
         """Four steps asked at once take two SQL transactions: the first,

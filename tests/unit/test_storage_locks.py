@@ -40,6 +40,19 @@ class FakeDatabase:
         self.revisions = {}
         self.voteError = None
 
+    def pause(self, name):
+        """Leave the next call of C{name} unanswered: returns the Deferred
+        that it returns, to fire when wanted."""
+        method = getattr(self, name)
+        paused = defer.Deferred()
+
+        def call(*args):
+            del self.__dict__[name]
+            d = method(*args)
+            return paused.addCallback(lambda _: d)
+        setattr(self, name, call)
+        return paused
+
     def callsOf(self, name):
         return [call[1:] for call in self.calls if call[0] == name]
 
@@ -234,19 +247,21 @@ class LockOrderTests(TransactionManagerTestCase):
         self.assertIsNone(self.successResultOf(d))
         self.assertIn(A, younger.stores)
 
-    def test_youngerWaitsUntilOlderUnlocks(self):
-        """A younger store waits for an older holder to commit, then gets
-        the new serial as a conflict."""
+    def test_youngerWaitsUntilOlderLocks(self):
+        """A younger store waits for an older holder until the master
+        decides its commit (the lock phase), then gets the new serial as a
+        conflict, without waiting for the database."""
         older, younger = self.begin(T1), self.begin(T2)
         self.successResultOf(self.store(older, A))
         d = self.store(younger, A)
         self.assertIsNone(self.successResultOf(self.vote(older)))
         self.assertNoResult(d)
-        self.successResultOf(self.tm.lock(T1, S7))
-        self.assertNoResult(d)
-        self.successResultOf(self.tm.unlock(T1))
+        self.db.pause("lockTransaction")
+        locking = self.tm.lock(T1, S7)
         self.assertEqual(self.successResultOf(d), S7)
         self.assertEqual(younger.stores, {})
+        self.assertNoResult(locking)
+        self.assertNoResult(self.tm.readable(A))
 
     def test_olderWaitsAndNotifiesYounger(self):
         """
@@ -517,6 +532,51 @@ class NodeResolutionTests(TransactionManagerTestCase):
         self.successResultOf(self.tm.abort(T3))
         self.assertRaises(TransactionNotFound, self.tm.get, T3)
 
+    def test_hopelessConflictWaitsForNothing(self):
+        """A store based on a serial that is no longer the last, of a class
+        without conflict resolution, gives its transaction up at once,
+        without waiting for the lock another transaction holds: whatever
+        that one does, the store conflicts."""
+        self.commitPlain(T1, 6, S5, 1)
+        self.commitPlain(T2, 7, p64(6), 2)
+        holder, txn = self.begin(T3), self.begin(p64(4))
+        self.assertIsNone(self.successResultOf(
+            self.store(holder, A, S7, self.plain(3))))
+        self.assertEqual(self.successResultOf(
+            self.store(txn, A, p64(6), self.plain(4))), S7)
+        self.assertTrue(txn.doomed)
+        self.assertEqual(txn.unresolvable, {A})
+
+    def test_resolvableConflictWaits(self):
+        """Such a store of a class that resolves conflicts waits for the
+        lock, to be resolved against what its holder commits."""
+        self.commitCounter(T1, 6, S5, 1)
+        self.commitCounter(T2, 7, p64(6), 3)
+        holder, txn = self.begin(T3), self.begin(p64(4))
+        self.assertIsNone(self.successResultOf(
+            self.store(holder, A, S7, self.counter(4))))
+        self.assertNoResult(self.store(txn, A, p64(6), self.counter(2)))
+        self.assertFalse(txn.doomed)
+
+    def test_resolvedAgainstDecided(self):
+        """A store waiting for a transaction being committed is resolved
+        against it once the master decided it, before the database has
+        it."""
+        self.commitCounter(T1, 6, S5, 1)
+        holder, txn = self.begin(T2), self.begin(T3)
+        self.assertIsNone(self.successResultOf(
+            self.store(holder, A, p64(6), self.counter(3))))  # +2
+        d = self.store(txn, A, p64(6), self.counter(2))  # +1
+        self.assertNoResult(d)
+        self.successResultOf(self.vote(holder))
+        self.db.pause("lockTransaction")
+        locking = self.tm.lock(T2, S7)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(txn.resolved, {A})
+        self.assertEqual(txn.stores[A][1], S7)
+        self.assertEqual(self.value(txn.stores[A][3]), 4)
+        self.assertNoResult(locking)
+
     def test_givenUpStopsWaiting(self):
         """The stores of a transaction given up stop waiting for locks
         held by others, which keep them."""
@@ -622,7 +682,8 @@ class CommitTests(TransactionManagerTestCase):
         self.assertEqual(self.db.calls, [])
 
     def test_abortLockedDoesNothing(self):
-        """abort() of a locked transaction keeps it and its locks."""
+        """abort() of a locked transaction keeps it and its read locks;
+        the next stores see its serials."""
         txn = self.begin(T1)
         self.successResultOf(self.store(txn, A))
         self.successResultOf(self.vote(txn))
@@ -632,7 +693,8 @@ class CommitTests(TransactionManagerTestCase):
         self.assertFalse(txn.aborted)
         self.assertEqual(self.db.callsOf("abortTransaction"), [])
         self.assertNoResult(self.readable(A))
-        self.assertNoResult(self.store(self.begin(T2), A))
+        self.assertEqual(self.successResultOf(self.store(self.begin(T2), A)),
+                         S7)
 
     def test_abortVoted(self):
         """abort() of a voted, unlocked transaction drops its data."""

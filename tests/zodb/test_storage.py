@@ -454,8 +454,9 @@ class NodeResolutionTests(ClusterStorageTestBase):
         """A conflicting store of a class the node can import, based on
         the revision the last one replaced, is resolved by the node: the
         client does not resolve it, tpc_vote reports it, and the resolved
-        state is what is committed (and not cached from the client's
-        unresolved state)."""
+        state is what is committed; the node sends it back, so that the
+        client caches it (not its own unresolved state) without loading
+        it."""
         from ZODB.tests.StorageTestBase import zodb_unpickle
         from ZODB.utils import z64
         mine, other = self._storage, self._new_storage_client()
@@ -468,7 +469,12 @@ class NodeResolutionTests(ClusterStorageTestBase):
         tid, resolved = commitCounter(mine, oid, first, 2)
         self.assertEqual(resolved, [oid])
         self.assertEqual(resolutions, [])
+        loads = []
+        load = mine._app.load
+        mine._app.load = lambda *args: loads.append(args) or load(*args)
+        self.assertEqual(mine.load(oid), (mine.load(oid)[0], tid))
         self.assertEqual(zodb_unpickle(mine.load(oid)[0])._value, 4)
+        self.assertEqual(loads, [])
         self.assertEqual(zodb_unpickle(other.load(oid)[0])._value, 4)
 
     def test_unresolvableGivenUp(self):
@@ -680,3 +686,50 @@ CommitPathTestsOnMySQL = onMySQL(CommitPathTests)
 ConflictDataTestsOnMySQL = onMySQL(ConflictDataTests)
 NodeResolutionTestsOnMySQL = onMySQL(NodeResolutionTests)
 ParticipantTestsOnMySQL = onMySQL(ParticipantTests)
+
+
+class CommitFailureTests(ClusterStorageTestBase):
+    """A database that fails to commit what the master decided."""
+
+    storages = 1
+
+    def test_failedCommitStopsTheNode(self):
+        """
+        The storage node stops (transactions after the failed one may have
+        been checked or resolved against it) and commits nothing more; the
+        committer's tpc_finish fails, and what it stored is not visible.
+        """
+        import sqlite3
+        from twisted.internet import defer
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.POSException import POSKeyError
+        from ZODB.utils import z64
+        from neo.lib.states import ClusterState
+        node = self._cluster.storages[0]
+        run = node.db._run
+
+        def failing(function, *args):
+            if function.__name__ == "_commitVoted":
+                return defer.fail(sqlite3.OperationalError("disk I/O error"))
+            return run(function, *args)
+        node.db._run = failing
+        storage = self._storage
+        storage._bridge.timeout = 10
+        oid = storage.new_oid()
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(oid, z64, b"data", "", t)
+        storage.tpc_vote(t)
+        with self.assertRaises(Exception) as e:
+            storage.tpc_finish(t)
+        self.assertNotIsInstance(e.exception, AssertionError)
+        storage.tpc_abort(t)
+        self.assertIn("disk I/O error", node.db.broken.getErrorMessage())
+        [reason] = self._cluster.fatal
+        self.assertIn("the database failed to commit a transaction"
+                      " (disk I/O error)", reason)
+        self._cluster.stopStorage(0)
+        self._cluster.restartStorage(0)
+        self._cluster.waitForState(ClusterState.RUNNING)
+        with self.assertRaises(POSKeyError):
+            self._new_storage_client().load(oid)

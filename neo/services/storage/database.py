@@ -34,6 +34,11 @@ class DatabaseError(Exception):
     """The database cannot be used (foreign, newer, locked, unreachable)."""
 
 
+class CommitRefused(DatabaseError):
+    """A commit step after one that failed to lock or commit a transaction
+    (see L{SQLBackend.broken})."""
+
+
 class Dialect:
     """
     What differs between SQL engines.  C{schema} lists the statements that
@@ -274,6 +279,7 @@ def _steps(cur, steps):
     return [function(cur, *args) for function, args in steps]
 
 
+
 def _deleteTemporary(cur, ttid):
     cur.execute("SELECT data_id FROM tobj WHERE ttid=?", (ttid,))
     dataIds = [dataId for (dataId,) in cur.fetchall()]
@@ -338,6 +344,11 @@ def _finishRecovery(cur):
     return len(rows)
 
 
+#: The commit steps of a transaction the master decided to commit.
+_DECIDED = frozenset([_commitVoted, _voteAndLock, _lockTransaction,
+                      _unlockTransaction, _commitTransaction])
+
+
 @implementer(IStorageBackend)
 class SQLBackend:
     """
@@ -355,6 +366,13 @@ class SQLBackend:
         #: Commit steps waiting for the one in progress: C{[(function,
         #: args, Deferred)]}, or None when none is in progress.
         self._waiting = None
+        #: Why commit steps are refused: a step that locks or commits a
+        #: decided transaction failed.  Its write locks were released
+        #: before (L{TransactionManager.lock}), so later transactions may
+        #: have been checked or resolved against it: none may commit now.
+        self.broken = None
+        #: Called once with the failure that broke the backend.
+        self.onBroken = None
 
     def _start(self):
         raise NotImplementedError
@@ -369,34 +387,74 @@ class SQLBackend:
         Run a step of the commit protocol (vote, lock, unlock, abort).
         Group commit: the steps asked while one is in the database run
         next, together, in one SQL transaction; each is idempotent, and
-        should the group fail they are run again one by one, so that one
-        step's failure is its own.
+        should the group fail they are run again one by one, in order, so
+        that one step's failure is its own.  Once a step of a decided
+        transaction fails, no step runs any more (L{broken}).
         """
-        if self._waiting is not None:
-            d = defer.Deferred()
-            self._waiting.append((function, args, d))
-            return d
-        self._waiting = []
-        return self._run(function, *args).addBoth(self._nextSteps)
-
-    def _nextSteps(self, result):
-        steps, self._waiting = self._waiting, None
-        if steps:
+        if self.broken is not None:
+            return defer.fail(self._refusal())
+        d = defer.Deferred()
+        if self._waiting is None:
             self._waiting = []
-            group = self._run(_steps, [(f, a) for f, a, _ in steps])
-            group.addBoth(self._stepsDone, steps).addBoth(self._nextSteps)
-        return result
+            self._runSteps([(function, args, d)])
+        else:
+            self._waiting.append((function, args, d))
+        return d
+
+    def _runSteps(self, steps):
+        if len(steps) == 1:
+            function, args, _ = steps[0]
+            run = self._run(function, *args).addCallback(lambda r: [r])
+        else:
+            run = self._run(_steps, [(f, a) for f, a, _ in steps])
+        run.addBoth(self._stepsDone, steps)
+        run.addBoth(lambda _: self._nextSteps())
+
+    def _nextSteps(self):
+        steps, self._waiting = self._waiting, None
+        if not steps:
+            return
+        if self.broken is not None:
+            for _, _, d in steps:
+                d.errback(self._refusal())
+            return
+        self._waiting = []
+        self._runSteps(steps)
 
     def _stepsDone(self, results, steps):
         if not isinstance(results, Failure):
             for (_, _, d), result in zip(steps, results):
                 d.callback(result)
         elif len(steps) == 1:
-            steps[0][2].errback(results)
+            self._stepFailed(results, steps[0])
         else:
-            # One of them failed: each alone, for its own result.
-            for function, args, d in steps:
-                self._run(function, *args).chainDeferred(d)
+            return self._oneByOne(steps)
+
+    @defer.inlineCallbacks
+    def _oneByOne(self, steps):
+        for step in steps:
+            function, args, d = step
+            if self.broken is not None:
+                d.errback(self._refusal())
+                continue
+            try:
+                result = yield self._run(function, *args)
+            except Exception:
+                self._stepFailed(Failure(), step)
+            else:
+                d.callback(result)
+
+    def _stepFailed(self, failure, step):
+        function, _, d = step
+        if function in _DECIDED and self.broken is None:
+            self.broken = failure
+            if self.onBroken is not None:
+                self.onBroken(failure)
+        d.errback(failure)
+
+    def _refusal(self):
+        return CommitRefused("an earlier commit failed in the database: "
+                             + self.broken.getErrorMessage())
 
     @defer.inlineCallbacks
     def open(self):

@@ -22,6 +22,10 @@ from neo.services.node import (
 from neo.services.storage.database import DatabaseError
 from neo.services.storage.transactions import TransactionManager
 
+#: The largest result of a conflict resolved here that goes back to the
+#: client with the answer to its store (larger ones it loads if needed).
+RESOLVED_RETURNED = 64 * 1024
+
 #: How long a client's identification waits for the master to announce it.
 IDENTIFY_WAIT = 10.0
 
@@ -52,6 +56,7 @@ class StorageNode(BaseNode, ClusterView):
         super().__init__(config.cluster, reactor, fatalCallback)
         self.config = config
         self.db = makeBackend(config, reactor)
+        self.db.onBroken = self._databaseBroken
         self.txns = TransactionManager(self.db, self._notifyDeadlock,
                                        config.resolveConflicts)
         self.nodes = NodeTable()
@@ -99,6 +104,13 @@ class StorageNode(BaseNode, ClusterView):
                        f" {failure.value}")
         else:
             self.fatal(f"cannot start: {failure.getErrorMessage()}")
+
+    def _databaseBroken(self, failure):
+        self.fatal("the database failed to commit a transaction"
+                   f" ({failure.getErrorMessage()}): transactions that"
+                   " depend on it may be voted, so this node stops; restart"
+                   " it once the database works (the cluster recovers what"
+                   " was committed)")
 
     def stopService(self):
         self.operational = False
@@ -367,14 +379,19 @@ class ClientHandler(amp.CommandLocator):
                 hit = txns.records.get(oid, result)
                 if hit is not None and hit[2] is not None:
                     committed.append((oid, result, hit[1], hit[2]))
-        resolved = []
+        resolved, results = [], None
         if txn.resolved:
             resolved = [oid for oid, _, _, _ in records if oid in txn.resolved]
             txn.resolved.difference_update(resolved)
+            results = [(oid,) + txn.stores[oid][1:] for oid in resolved
+                       if oid in txn.stores
+                       and len(txn.stores[oid][3]) <= RESOLVED_RETURNED]
         unresolvable, txn.unresolvable = list(txn.unresolvable), set()
         return {"conflicts": conflicts,
                 "committed": c.packRecords(committed) if committed else None,
-                "resolved": resolved, "unresolvable": unresolvable or None}
+                "resolved": resolved,
+                "resolvedRecords": c.packRecords(results) if results else None,
+                "unresolvable": unresolvable or None}
 
     @c.CheckCurrentSerial.responder
     def checkCurrentSerial(self, ttid, oid, serial):

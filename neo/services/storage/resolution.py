@@ -83,6 +83,23 @@ def resolve(oid, old, committed, compression, data):
     return 0, resolved
 
 
+def hopeless(compression, data):
+    """
+    Whether a store of this record that conflicts cannot be resolved by
+    anyone: its class is importable here and has no C{_p_resolveConflict}
+    (so that no need to wait for the object's lock to know it).
+    """
+    if len(data) > LARGEST:
+        return False
+    try:
+        module, name = get_pickle_metadata(_raw(compression, data))
+        klass = find_global(module, name)
+    except Exception:
+        return False
+    return not isinstance(klass, BadClass) and \
+        getattr(klass, "_p_resolveConflict", None) is None
+
+
 def _importable(pickle):
     """Whether the class of a record can be imported here."""
     try:

@@ -132,13 +132,13 @@ class SQLiteBackend(SQLBackend):
             for _ in range(2))
         return defer.succeed(None)
 
-    def _nextSteps(self, result):
+    def _nextSteps(self):
         self._uncheckpointed += 1
         if (self._uncheckpointed >= self.CHECKPOINT_EVERY
                 and self._checkpointing is None
                 and self._checkpointPool is not None):
             self._checkpoint()
-        return super()._nextSteps(result)
+        super()._nextSteps()
 
     def _checkpoint(self):
         self._uncheckpointed = 0

@@ -12,6 +12,10 @@ lock back (L{TransactionManager.relock}), the older one takes it, and the
 younger queues again behind it, learning of a conflict if the older one
 commits.  A client votes only once every store and relock is answered, so
 a vote never waits for a lock, and every chain of waits ends.
+
+Write locks last until the master decides the commit (the lock phase):
+from then on the next stores of those oids are checked against the new
+TID.  Read locks last until the commit is in the database: loads wait.
 """
 
 from collections import OrderedDict
@@ -23,6 +27,7 @@ from neo.lib.ids import ZERO_TID, p64, u64
 from neo.services.storage.cache import LatestRecords
 from neo.services.storage.resolution import LARGEST as RESOLVE_LARGEST
 from neo.services.storage.resolution import UNRESOLVABLE
+from neo.services.storage.resolution import hopeless as resolutionHopeless
 from neo.services.storage.resolution import resolve as resolveConflict
 from neo.protocols.errors import TransactionNotFound
 
@@ -253,6 +258,15 @@ class TransactionManager:
         if txn.doomed:
             return None
         resolve = resolve and self.resolveConflicts
+        if resolve:
+            last = self._serials.get(oid)
+            if last is not None and last != serial and \
+                    resolutionHopeless(compression, data):
+                # Whatever commits meanwhile, this store conflicts, and
+                # nobody can resolve it: no need to wait for the lock.
+                txn.unresolvable.add(oid)
+                self.doom(txn)
+                return last
         txn.stores[oid] = (partition, serial, compression, data)
         conflict = yield self._checkAlive(txn, oid, partition, serial,
                                           keep=resolve)
@@ -393,6 +407,15 @@ class TransactionManager:
         """
         Lock the transaction under its final TID (durably); with C{final},
         unlock it as well (it has no other participant).
+
+        The master decided to commit it: its write locks go now, before
+        the database is written.  The next stores of its oids are checked
+        against its TID (and resolved against its records) instead of
+        waiting for the database; loads of its oids wait until it is
+        committed (read locks).  Should the database then fail to lock or
+        commit it, transactions that built on it may have voted: the
+        backend refuses every commit step from then on, and the node stops
+        (L{neo.services.storage.database.SQLBackend.broken}).
         """
         txn = self._txns.get(ttid)
         if txn is None:
@@ -400,6 +423,7 @@ class TransactionManager:
         txn.tid = tid
         for oid in txn.stores:
             self._readLocks[oid] = txn
+        self._publish(txn)
         if final:
             yield self.unlock(ttid, commit=True)
         elif txn.inMemory is not None:
@@ -412,12 +436,24 @@ class TransactionManager:
         else:
             yield self._db.lockTransaction(u64(ttid), u64(tid))
 
+    def _publish(self, txn):
+        """Make a decided transaction what the next checks and conflict
+        resolutions of its oids see, and release its write locks."""
+        self.records.generation += 1
+        for oid, (_, _, compression, data) in txn.stores.items():
+            self._remember(oid, txn.tid)
+            self.records.put(oid, txn.tid, compression, data)
+            if self.maxOid is not None and u64(oid) > self.maxOid:
+                self.maxOid = u64(oid)
+        for oid in txn.oids():
+            self._release(txn, oid)
+
     @defer.inlineCallbacks
     def unlock(self, ttid, commit=False):
         """
-        The transaction is committed: make it visible, release it.  With
-        C{commit}, it was not locked in the database yet: lock and unlock
-        in one step.
+        The transaction is committed: make it visible to loads, forget it.
+        With C{commit}, it was not locked in the database yet: lock and
+        unlock in one step.
         """
         txn = self._txns.get(ttid)
         if txn is None:
@@ -431,15 +467,6 @@ class TransactionManager:
                 yield self._db.commitTransaction(u64(ttid), u64(txn.tid))
             else:
                 yield self._db.unlockTransaction(u64(ttid))
-            if not txn.aborted:
-                # Before the locks go: the next check or load of these
-                # oids must see this commit.
-                self.records.generation += 1
-                for oid, (_, _, compression, data) in txn.stores.items():
-                    self._remember(oid, txn.tid)
-                    self.records.put(oid, txn.tid, compression, data)
-                    if self.maxOid is not None and u64(oid) > self.maxOid:
-                        self.maxOid = u64(oid)
         finally:
             # clear() may have forgotten it meanwhile (master lost).
             if self._txns.get(ttid) is txn:
