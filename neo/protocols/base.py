@@ -57,6 +57,53 @@ class NodeProtocol(amp.AMP):
             return None
         return self.handler.locateResponder(name)
 
+    #: The outcome of a responder already called by L{_commandReceived},
+    #: for L{dispatchCommand} to hand over to AMP.
+    _called = None
+
+    def _commandReceived(self, box):
+        """
+        AMP's, with a fast path for most questions: a responder of the
+        handler that answers at once is answered without a Deferred.
+        Whatever else (a Deferred, an error, a notification) goes AMP's
+        way, with the same answers and errors.
+        """
+        handler = self.handler
+        entry = None
+        if handler is not None and amp.ASK in box:
+            entry = handler._commandDispatch.get(box[amp.COMMAND])
+        if entry is None:
+            return super()._commandReceived(box)
+        command, function = entry
+        try:
+            kw = command.parseArguments(box, handler)
+        except Exception:
+            # AMP parses again, and fails the same way.
+            return super()._commandReceived(box)
+        try:
+            result = function(handler, **kw)
+        except Exception:
+            result = defer.fail()
+        if not isinstance(result, defer.Deferred):
+            try:
+                answer = command.makeResponse(result, handler)
+            except Exception:
+                result = defer.succeed(result)  # AMP reports it
+            else:
+                answer[amp.ANSWER] = box[amp.ASK]
+                return self._safeEmit(answer)
+        self._called = (command, result)
+        super()._commandReceived(box)
+
+    def dispatchCommand(self, box):
+        called, self._called = self._called, None
+        if called is None:
+            return super().dispatchCommand(box)
+        command, result = called
+        respond = self.handler._wrapWithSerialization(lambda **kw: result,
+                                                      command)
+        return defer.maybeDeferred(respond, box)
+
     def makeConnection(self, transport):
         # AMP.makeConnection logs every connection at info level; nodes log
         # what matters (identification) themselves.

@@ -71,6 +71,10 @@ class FakeStorage(amp.CommandLocator):
 
     @c.AskNewOIDs.responder
     def askNewOIDs(self, count):
+        if count == 0:
+            raise ValueError("a bug")
+        if count < 0:
+            return {"oids": "not a list of oids"}
         return {"oids": [p64(n) for n in range(1, count + 1)]}
 
     @c.AskFinishTransaction.responder
@@ -227,6 +231,48 @@ class ErrorTests(ConnectionTestCase):
         self.successResultOf(lost)
         self.assertFalse(self.client.connected)
         self.assertFalse(self.server.connected)
+
+    def test_unexpectedErrorIsFatal(self):
+        """Any other exception of a responder is logged, and closes the
+        link after an unknown error answer."""
+        lost = self.client.whenDisconnected()
+        self.failureResultOf(self.ask(c.AskNewOIDs, count=0),
+                             amp.UnknownRemoteError)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.successResultOf(lost)
+
+    def test_unserializableAnswerIsFatal(self):
+        """So is an answer that does not fit its command."""
+        lost = self.client.whenDisconnected()
+        self.failureResultOf(self.ask(c.AskNewOIDs, count=-1),
+                             amp.UnknownRemoteError)
+        self.assertEqual(len(self.flushLoggedErrors(amp.BadLocalReturn)), 1)
+        self.successResultOf(lost)
+
+    def test_answeredAtOnce(self):
+        """A responder that answers at once is answered without AMP's
+        dispatch (and its Deferreds); one that answers later, or fails,
+        goes through it."""
+        dispatched = []
+        dispatch = self.server.dispatchCommand
+        self.server.dispatchCommand = lambda box: (
+            dispatched.append(box[b"_command"]) or dispatch(box))
+        self.storage.objects[OID1] = (TID1, b"x")
+        self.assertEqual(self.successResultOf(self.ask(
+            c.AskObject, oid=OID1, serial=None, before=None))["data"], b"x")
+        self.assertEqual(dispatched, [])
+        self.failureResultOf(self.ask(
+            c.AskObject, oid=OID2, serial=None, before=None), OidNotFound)
+        self.storage.stall = True
+        d = self.ask(c.AskObject, oid=OID1, serial=None, before=None)
+        self.assertNoResult(d)
+        self.storage.stalled.pop().callback(
+            {"serial": TID2, "nextSerial": None, "compression": 0,
+             "data": b"later", "deleted": False})
+        self.pump.flush()
+        self.assertEqual(self.successResultOf(d)["data"], b"later")
+        self.assertEqual(dispatched, [b"AskObject", b"AskObject"])
+        self.assertUsable()
 
     def test_badIdLength(self):
         """An id that is not 8 bytes fails the call before anything is sent."""
