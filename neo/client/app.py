@@ -683,7 +683,13 @@ class ClientApp(ClusterView):
                           **extra)
             if carried is not None:
                 # The answers of the stores come with the vote's: they are
-                # counted as outstanding until then.
+                # counted as outstanding until then.  The committed records
+                # they conflict with come along: cached as current (unless
+                # invalidated meanwhile), for the retry that follows.
+                stored = [record[0] for record in records]
+                for oid in stored:
+                    self.cache.beginLoad(oid)
+                d.addBoth(self._cacheCommitted, stored)
                 d.addCallback(self._votedWithStores, txn)
                 txn.outstanding.append(d)
             # An errback in this same turn: AMP drops the connection when an
@@ -751,6 +757,17 @@ class ClientApp(ClusterView):
             return None
         nid, = nids
         return nid
+
+    def _cacheCommitted(self, answer, oids):
+        committed = {}
+        if not isinstance(answer, Failure) and answer["committed"]:
+            for oid, serial, compression, data in c.unpackRecords(
+                    answer["committed"]):
+                committed[oid] = (serial, _uncompressed((compression, data)))
+        for oid in oids:
+            serial, data = committed.get(oid, (ZERO_TID, None))
+            self.cache.endLoad(oid, serial, None if data else ZERO_TID, data)
+        return answer
 
     def _votedWithStores(self, answer, txn):
         self._storedMany(answer, txn)

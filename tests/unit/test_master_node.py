@@ -1273,7 +1273,8 @@ class StoppingTests(MasterTestCase):
 
     def test_graceTimeout(self):
         """A node that does not close its connection delays the shutdown
-        callback by the grace timeout, no more."""
+        callback by the grace timeout, no more (and the wait given up is
+        not reported as an unhandled error)."""
         self.admin.hung = True
         self.master.setClusterState(ClusterState.STOPPING)
         self.settle()
@@ -1284,6 +1285,8 @@ class StoppingTests(MasterTestCase):
         self.clock.advance(0.1)
         self.assertEqual(self.shutdowns, [SHUTDOWN_GRACE])
         self.assertNoPendingCalls()
+        [given] = self.admin.server._disconnected
+        self.assertIsNone(given.result)
 
     def test_stopTwice(self):
         """A second STOPPING request changes nothing."""

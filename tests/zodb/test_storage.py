@@ -487,7 +487,7 @@ class NodeResolutionTests(ClusterStorageTestBase):
         from ZODB.Connection import TransactionMetaData
         from ZODB.POSException import ConflictError
         from ZODB.tests.MinPO import MinPO
-        from ZODB.tests.StorageTestBase import zodb_pickle
+        from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
         from ZODB.utils import z64
         mine, other = self._storage, self._new_storage_client()
         oid = mine.new_oid()
@@ -515,6 +515,13 @@ class NodeResolutionTests(ClusterStorageTestBase):
         self.assertEqual(raised.exception.serials, (second, first))
         self.assertEqual((resolutions, waits), ([], [second]))
         self.assertGreaterEqual(mine.lastTransaction(), second)
+        # The committed record came with the conflict: the retry has it.
+        loads = []
+        load = mine._app.load
+        mine._app.load = lambda *args: loads.append(args) or load(*args)
+        data, serial = mine.load(oid)
+        self.assertEqual((zodb_unpickle(data).value, serial), (2, second))
+        self.assertEqual(loads, [])
         # The node forgot it: nothing of it is left to hold a lock.
         self.assertGreater(store(mine, second, 3), second)
 

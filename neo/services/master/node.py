@@ -605,7 +605,7 @@ class MasterNode(BaseNode):
                 node.proto.notify(c.Shutdown)
                 closed.append(node.proto.whenDisconnected())
                 node.proto.close()
-        d = defer.DeferredList(closed)
+        d = defer.DeferredList(closed, consumeErrors=True)
         d.addTimeout(SHUTDOWN_GRACE, self.reactor)
         d.addBoth(lambda _: self._shutdownCallback and self._shutdownCallback())
 
