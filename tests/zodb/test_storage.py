@@ -526,6 +526,46 @@ class NodeResolutionTests(ClusterStorageTestBase):
         self.assertGreater(store(mine, second, 3), second)
 
 
+    def test_givenUpWithResolvedStore(self):
+        """A transaction given up for an unresolvable conflict, whose other
+        store the node resolved, gets the committed record it resolved
+        against as well: the retry loads neither."""
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.POSException import ConflictError
+        from ZODB.tests.ConflictResolution import PCounter
+        from ZODB.tests.MinPO import MinPO
+        from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
+        from ZODB.utils import z64
+        mine, other = self._storage, self._new_storage_client()
+        a, b = mine.new_oid(), mine.new_oid()
+
+        def commit(storage, serial, value):
+            counter = PCounter()
+            counter._value = value
+            t = TransactionMetaData()
+            storage.tpc_begin(t)
+            storage.store(a, serial, zodb_pickle(counter), "", t)
+            storage.store(b, serial, zodb_pickle(MinPO(value)), "", t)
+            try:
+                storage.tpc_vote(t)
+            except ConflictError:
+                storage.tpc_abort(t)
+                raise
+            return storage.tpc_finish(t)
+
+        first = commit(mine, z64, 1)
+        second = commit(other, first, 3)
+        with self.assertRaises(ConflictError):
+            commit(mine, first, 2)
+        loads = []
+        load = mine._app.load
+        mine._app.load = lambda *args: loads.append(args) or load(*args)
+        self.assertEqual(zodb_unpickle(mine.load(a)[0])._value, 3)
+        self.assertEqual(zodb_unpickle(mine.load(b)[0]).value, 3)
+        self.assertEqual(loads, [])
+        self.assertEqual(mine.load(a)[1], second)
+
+
 class WaitForTidTests(ClusterStorageTestBase):
     """L{ClientApp.waitForTid}, which a conflict waits on."""
 

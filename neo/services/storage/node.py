@@ -386,6 +386,14 @@ class ClientHandler(amp.CommandLocator):
             results = [(oid,) + txn.stores[oid][1:] for oid in resolved
                        if oid in txn.stores
                        and len(txn.stores[oid][3]) <= RESOLVED_RETURNED]
+            if txn.doomed:
+                # Its client will retry: what it resolved against is
+                # current, and saves it a load.
+                for oid in resolved:
+                    hit = oid in txn.stores and txns.records.get(
+                        oid, txn.stores[oid][1])
+                    if hit and hit[2] is not None:
+                        committed.append((oid, hit[0], hit[1], hit[2]))
         unresolvable, txn.unresolvable = list(txn.unresolvable), set()
         return {"conflicts": conflicts,
                 "committed": c.packRecords(committed) if committed else None,
