@@ -403,19 +403,44 @@ class CommitPathTests(ClusterStorageTestBase):
         self.assertEqual(asked, ["AskFinishTransaction"])
 
 
-def commitCounter(storage, oid, serial, value):
-    """Commit a PCounter (resolvable) of C{value} as a revision based on
-    C{serial}; returns the tid and what tpc_vote reported resolved."""
+def commitRecords(storage, records):
+    """Commit C{(oid, serial, data)} records in one transaction (aborted
+    if the vote raises); returns the tid and what tpc_vote reported
+    resolved."""
     from ZODB.Connection import TransactionMetaData
+    t = TransactionMetaData()
+    storage.tpc_begin(t)
+    for oid, serial, data in records:
+        storage.store(oid, serial, data, "", t)
+    try:
+        resolved = storage.tpc_vote(t)
+    except Exception:
+        storage.tpc_abort(t)
+        raise
+    return storage.tpc_finish(t), resolved
+
+
+def counterRecord(value):
+    """The pickle of a PCounter (resolvable) of C{value}."""
     from ZODB.tests.ConflictResolution import PCounter
     from ZODB.tests.StorageTestBase import zodb_pickle
     counter = PCounter()
     counter._value = value
-    t = TransactionMetaData()
-    storage.tpc_begin(t)
-    storage.store(oid, serial, zodb_pickle(counter), "", t)
-    resolved = storage.tpc_vote(t)
-    return storage.tpc_finish(t), resolved
+    return zodb_pickle(counter)
+
+
+def commitCounter(storage, oid, serial, value):
+    """Commit a PCounter of C{value} as a revision based on C{serial};
+    returns the tid and what tpc_vote reported resolved."""
+    return commitRecords(storage, [(oid, serial, counterRecord(value))])
+
+
+def countLoads(storage) -> list:
+    """The loads that C{storage} sends to the cluster from now on."""
+    loads = []
+    load = storage._app.load
+    storage._app.load = lambda *args: loads.append(args) or load(*args)
+    return loads
 
 
 class ConflictDataTests(ClusterStorageTestBase):
@@ -434,9 +459,7 @@ class ConflictDataTests(ClusterStorageTestBase):
         mine.load(oid)
         other.load(oid)
         commitCounter(other, oid, first, 3)  # +2
-        loads = []
-        load = mine._app.load
-        mine._app.load = lambda *args: loads.append(args) or load(*args)
+        loads = countLoads(mine)
         # +1, based on the first:
         tid, resolved = commitCounter(mine, oid, first, 2)
         self.assertEqual(resolved, [oid])
@@ -469,9 +492,7 @@ class NodeResolutionTests(ClusterStorageTestBase):
         tid, resolved = commitCounter(mine, oid, first, 2)
         self.assertEqual(resolved, [oid])
         self.assertEqual(resolutions, [])
-        loads = []
-        load = mine._app.load
-        mine._app.load = lambda *args: loads.append(args) or load(*args)
+        loads = countLoads(mine)
         self.assertEqual(mine.load(oid), (mine.load(oid)[0], tid))
         self.assertEqual(zodb_unpickle(mine.load(oid)[0])._value, 4)
         self.assertEqual(loads, [])
@@ -484,7 +505,6 @@ class NodeResolutionTests(ClusterStorageTestBase):
         resolve it, once it has the invalidations of the commit it
         conflicted with (so that a retry sees that commit).
         """
-        from ZODB.Connection import TransactionMetaData
         from ZODB.POSException import ConflictError
         from ZODB.tests.MinPO import MinPO
         from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
@@ -493,15 +513,8 @@ class NodeResolutionTests(ClusterStorageTestBase):
         oid = mine.new_oid()
 
         def store(storage, serial, value):
-            t = TransactionMetaData()
-            storage.tpc_begin(t)
-            storage.store(oid, serial, zodb_pickle(MinPO(value)), "", t)
-            try:
-                storage.tpc_vote(t)
-            except ConflictError:
-                storage.tpc_abort(t)
-                raise
-            return storage.tpc_finish(t)
+            return commitRecords(
+                storage, [(oid, serial, zodb_pickle(MinPO(value)))])[0]
 
         first = store(mine, z64, 1)
         second = store(other, first, 2)
@@ -516,9 +529,7 @@ class NodeResolutionTests(ClusterStorageTestBase):
         self.assertEqual((resolutions, waits), ([], [second]))
         self.assertGreaterEqual(mine.lastTransaction(), second)
         # The committed record came with the conflict: the retry has it.
-        loads = []
-        load = mine._app.load
-        mine._app.load = lambda *args: loads.append(args) or load(*args)
+        loads = countLoads(mine)
         data, serial = mine.load(oid)
         self.assertEqual((zodb_unpickle(data).value, serial), (2, second))
         self.assertEqual(loads, [])
@@ -530,9 +541,7 @@ class NodeResolutionTests(ClusterStorageTestBase):
         """A transaction given up for an unresolvable conflict, whose other
         store the node resolved, gets the committed record it resolved
         against as well: the retry loads neither."""
-        from ZODB.Connection import TransactionMetaData
         from ZODB.POSException import ConflictError
-        from ZODB.tests.ConflictResolution import PCounter
         from ZODB.tests.MinPO import MinPO
         from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
         from ZODB.utils import z64
@@ -540,26 +549,15 @@ class NodeResolutionTests(ClusterStorageTestBase):
         a, b = mine.new_oid(), mine.new_oid()
 
         def commit(storage, serial, value):
-            counter = PCounter()
-            counter._value = value
-            t = TransactionMetaData()
-            storage.tpc_begin(t)
-            storage.store(a, serial, zodb_pickle(counter), "", t)
-            storage.store(b, serial, zodb_pickle(MinPO(value)), "", t)
-            try:
-                storage.tpc_vote(t)
-            except ConflictError:
-                storage.tpc_abort(t)
-                raise
-            return storage.tpc_finish(t)
+            return commitRecords(storage, [
+                (a, serial, counterRecord(value)),
+                (b, serial, zodb_pickle(MinPO(value)))])[0]
 
         first = commit(mine, z64, 1)
         second = commit(other, first, 3)
         with self.assertRaises(ConflictError):
             commit(mine, first, 2)
-        loads = []
-        load = mine._app.load
-        mine._app.load = lambda *args: loads.append(args) or load(*args)
+        loads = countLoads(mine)
         self.assertEqual(zodb_unpickle(mine.load(a)[0])._value, 3)
         self.assertEqual(zodb_unpickle(mine.load(b)[0]).value, 3)
         self.assertEqual(loads, [])
