@@ -330,7 +330,11 @@ class Storage(ConflictResolvingStorage):
                     oid=oid, serials=(committed, txn.checked[oid]))
             if not conflicts:
                 return list(txn.resolved)
-            for oid, committed in conflicts.items():
+            # Those that cannot be resolved first: no resolution is worth
+            # trying then.
+            for oid, committed in sorted(
+                    conflicts.items(),
+                    key=lambda item: item[0] not in txn.unresolvable):
                 serial, data = txn.data[oid]
                 if oid in txn.unresolvable:
                     self._conflicted(committed)

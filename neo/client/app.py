@@ -25,7 +25,7 @@ from neo.lib.logging import NodeLogger
 from neo.lib.states import ClusterState, NodeState, NodeType
 from neo.protocols import commands as c
 from neo.protocols.base import NodeProtocol
-from neo.protocols.errors import NotReady, ProtocolError
+from neo.protocols.errors import NotReady, ProtocolError, TransactionNotFound
 from neo.services.node import (
     ClusterView, MasterLinkService, MasterViewHandler, NodeTable)
 
@@ -83,6 +83,8 @@ class ClientTransaction:
         #: the object's class at hand: not worth trying here (the node
         #: gave the transaction up).
         self.unresolvable = set()
+        #: Told to forget it after a node gave it up (L{ClientApp._givenUp}).
+        self.givenUp = False
 
 
 class ClientApp(ClusterView):
@@ -543,10 +545,10 @@ class ClientApp(ClusterView):
         d.addCallback(self._sendTo, txn, nid, c.StoreObjects,
                       records=c.packRecords(records))
         d.addCallbacks(self._storedMany, self._storeFailed,
-                       callbackArgs=(txn,), errbackArgs=(txn, nid))
+                       callbackArgs=(txn, nid), errbackArgs=(txn, nid))
         txn.outstanding.append(d)
 
-    def _storedMany(self, answer, txn):
+    def _storedMany(self, answer, txn, nid):
         items = answer["conflicts"] or ()
         for i in range(0, len(items), 2):
             oid, serial = items[i], items[i + 1]
@@ -564,7 +566,9 @@ class ClientApp(ClusterView):
             for oid, _, compression, data in c.unpackRecords(
                     answer["resolvedRecords"]):
                 txn.resolvedByNodes[oid] = (compression, data)
-        txn.unresolvable.update(answer["unresolvable"] or ())
+        if answer["unresolvable"]:
+            txn.unresolvable.update(answer["unresolvable"])
+            self._givenUp(txn, nid)
 
     def checkCurrent(self, txn, oid, serial):
         self._send(txn, oid, serial, c.CheckCurrentSerial, txn.readConflicts)
@@ -622,7 +626,23 @@ class ClientApp(ClusterView):
         if conflict is not None and conflict > conflicts.get(oid, ZERO_TID):
             conflicts[oid] = conflict
 
+    def _givenUp(self, txn, nid):
+        """
+        Node C{nid} gave the transaction up (a conflict nobody can
+        resolve): it can only be aborted, so the other nodes forget it now,
+        instead of letting its stores wait for locks, and take them, until
+        the client hears of it.
+        """
+        if txn.givenUp:
+            return
+        txn.givenUp = True
+        for other, proto in txn.protos.items():
+            if other != nid and proto.connected:
+                proto.notify(c.AbortTransaction, ttid=txn.ttid)
+
     def _storeFailed(self, failure, txn, nid):
+        if txn.givenUp and failure.check(TransactionNotFound):
+            return  # Forgotten by our own doing: the conflict is raised.
         txn.error = txn.error or (f"store to {formatNid(nid)} failed:"
                                   f" {failure.getErrorMessage()}")
 
@@ -690,7 +710,7 @@ class ClientApp(ClusterView):
                 for oid in stored:
                     self.cache.beginLoad(oid)
                 d.addBoth(self._cacheCommitted, stored)
-                d.addCallback(self._votedWithStores, txn)
+                d.addCallback(self._votedWithStores, txn, nid)
                 txn.outstanding.append(d)
             # An errback in this same turn: AMP drops the connection when an
             # error answer finds none.
@@ -769,8 +789,8 @@ class ClientApp(ClusterView):
             self.cache.endLoad(oid, serial, None if data else ZERO_TID, data)
         return answer
 
-    def _votedWithStores(self, answer, txn):
-        self._storedMany(answer, txn)
+    def _votedWithStores(self, answer, txn, nid):
+        self._storedMany(answer, txn, nid)
         return answer
 
     @defer.inlineCallbacks

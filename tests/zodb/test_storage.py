@@ -719,6 +719,49 @@ class DeadlockTests(ClusterStorageTestBase):
         self.assertEqual(storage.load(x)[0], b"older x")
         self.assertEqual(storage.load(y)[0], b"older y")
 
+    def test_givenUpFreesTheOtherNodes(self):
+        """
+        When a node gives a transaction up (a conflict nobody can
+        resolve), the client makes the other nodes forget it at once: its
+        store waiting there for a lock ends, and the conflict is raised
+        without waiting for that lock.
+        """
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.POSException import ConflictError
+        from ZODB.tests.MinPO import MinPO
+        from ZODB.tests.StorageTestBase import zodb_pickle
+        from ZODB.utils import p64, z64
+        from neo.protocols.errors import TransactionNotFound
+        storage = self._storage
+        storage._bridge.timeout = 10
+        app = storage._app
+        x, y = p64(2), p64(1)
+        self.assertNotEqual(
+            app.pt.readable(app.pt.partitionOf(x)),
+            app.pt.readable(app.pt.partitionOf(y)))
+        first, _ = commitRecords(storage, [(y, z64, zodb_pickle(MinPO(1)))])
+        commitRecords(storage, [(y, first, zodb_pickle(MinPO(2)))])
+        holder, mine = TransactionMetaData(), TransactionMetaData()
+        for t in (holder, mine):
+            storage.tpc_begin(t)
+            storage._call(app.whenBegun, storage._txns[t])
+        storage.store(x, z64, b"holder x", "", holder)
+        storage._flush(storage._txns[holder])
+        self.assertEqual(storage._call(app.waitStores, storage._txns[holder]),
+                         ({}, {}))
+        storage.store(x, z64, zodb_pickle(MinPO(3)), "", mine)
+        storage.store(y, first, zodb_pickle(MinPO(3)), "", mine)
+        ttid = storage._txns[mine].ttid
+        with self.assertRaises(ConflictError):
+            storage.tpc_vote(mine)
+        storage.tpc_abort(mine)
+        [node] = [n for n in self._cluster.storages
+                  if n.nid in app.pt.readable(app.pt.partitionOf(x))]
+        with self.assertRaises(TransactionNotFound):
+            storage._bridge.call(node.txns.get, ttid)
+        storage.tpc_abort(holder)
+
+
 onMySQL = mysql.onMySQL
 
 GenericTestsOnMySQL = onMySQL(GenericTests)

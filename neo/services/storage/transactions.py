@@ -303,6 +303,11 @@ class TransactionManager:
             return
         txn.doomed = txn.aborted = txn.conflicted = True
         self._releaseAll(txn)
+        self._stopWaiting(txn)
+
+    def _stopWaiting(self, txn):
+        """End the lock waits of an aborted transaction now (instead of
+        when the holders release the locks)."""
         waiters = self._lockWaiters
         for oid, waiting in list(waiters.items()):
             mine = [d for order, d in waiting if order == txn.ttid]
@@ -481,6 +486,7 @@ class TransactionManager:
         txn.aborted = True
         del self._txns[ttid]
         self._releaseAll(txn)
+        self._stopWaiting(txn)
         if txn.voted and txn.inMemory is None:
             return self._db.abortTransaction(u64(ttid))
         return defer.succeed(None)
