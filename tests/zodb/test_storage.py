@@ -653,6 +653,26 @@ class ReconnectionTests(ClusterStorageTestBase):
 class DeadlockTests(ClusterStorageTestBase):
     """Locks taken in opposite orders on two storage nodes."""
 
+    def onTwoNodes(self):
+        """Two oids whose partitions are on different storage nodes."""
+        from ZODB.utils import p64
+        pt = self._storage._app.pt
+        x, y = p64(2), p64(1)
+        self.assertNotEqual(pt.readable(pt.partitionOf(x)),
+                            pt.readable(pt.partitionOf(y)))
+        return x, y
+
+    def begunInOrder(self, count):
+        """C{count} transactions of C{self._storage}, begun (given their
+        ttids) in this order."""
+        from ZODB.Connection import TransactionMetaData
+        storage = self._storage
+        transactions = [TransactionMetaData() for _ in range(count)]
+        for t in transactions:
+            storage.tpc_begin(t)
+            storage._call(storage._app.whenBegun, storage._txns[t])
+        return transactions
+
     def test_crossedLocksResolve(self):
         """
         An older and a younger transaction each lock an object on a
@@ -661,21 +681,13 @@ class DeadlockTests(ClusterStorageTestBase):
         a ConflictError instead of waiting forever.
         """
         import threading
-        from ZODB.Connection import TransactionMetaData
         from ZODB.POSException import ConflictError
-        from ZODB.utils import p64, z64
+        from ZODB.utils import z64
         storage = self._storage
         storage._bridge.timeout = 20
         app = storage._app
-        x, y = p64(2), p64(1)
-        self.assertNotEqual(
-            app.pt.readable(app.pt.partitionOf(x)),
-            app.pt.readable(app.pt.partitionOf(y)))
-        older, younger = TransactionMetaData(), TransactionMetaData()
-        for t in (older, younger):
-            storage.tpc_begin(t)
-            # Begun (given its ttid) in this order.
-            storage._call(app.whenBegun, storage._txns[t])
+        x, y = self.onTwoNodes()
+        older, younger = self.begunInOrder(2)
 
         def answered(t):
             storage._flush(storage._txns[t])
@@ -726,25 +738,18 @@ class DeadlockTests(ClusterStorageTestBase):
         store waiting there for a lock ends, and the conflict is raised
         without waiting for that lock.
         """
-        from ZODB.Connection import TransactionMetaData
         from ZODB.POSException import ConflictError
         from ZODB.tests.MinPO import MinPO
         from ZODB.tests.StorageTestBase import zodb_pickle
-        from ZODB.utils import p64, z64
+        from ZODB.utils import z64
         from neo.protocols.errors import TransactionNotFound
         storage = self._storage
         storage._bridge.timeout = 10
         app = storage._app
-        x, y = p64(2), p64(1)
-        self.assertNotEqual(
-            app.pt.readable(app.pt.partitionOf(x)),
-            app.pt.readable(app.pt.partitionOf(y)))
+        x, y = self.onTwoNodes()
         first, _ = commitRecords(storage, [(y, z64, zodb_pickle(MinPO(1)))])
         commitRecords(storage, [(y, first, zodb_pickle(MinPO(2)))])
-        holder, mine = TransactionMetaData(), TransactionMetaData()
-        for t in (holder, mine):
-            storage.tpc_begin(t)
-            storage._call(app.whenBegun, storage._txns[t])
+        holder, mine = self.begunInOrder(2)
         storage.store(x, z64, b"holder x", "", holder)
         storage._flush(storage._txns[holder])
         self.assertEqual(storage._call(app.waitStores, storage._txns[holder]),
