@@ -70,8 +70,10 @@ class NodeProtocol(amp.AMP):
         """
         handler = self.handler
         entry = None
-        if handler is not None and amp.ASK in box:
-            entry = handler._commandDispatch.get(box[amp.COMMAND])
+        if amp.ASK in box:
+            dispatch = getattr(handler, "_commandDispatch", None)
+            if dispatch is not None:
+                entry = dispatch.get(box[amp.COMMAND])
         if entry is None:
             return super()._commandReceived(box)
         command, function = entry

@@ -279,7 +279,6 @@ def _steps(cur, steps):
     return [function(cur, *args) for function, args in steps]
 
 
-
 def _deleteTemporary(cur, ttid):
     cur.execute("SELECT data_id FROM tobj WHERE ttid=?", (ttid,))
     dataIds = [dataId for (dataId,) in cur.fetchall()]
