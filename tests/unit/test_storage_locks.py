@@ -835,6 +835,19 @@ class LatestRecordsTests(TransactionManagerTestCase):
         self.assertIsNotNone(records.get(A))
         self.assertEqual(records.size, 8)
 
+    def test_largeRecords(self):
+        """Records up to a few MiB are kept (a record just written is
+        likely read next, by the clients it invalidated); larger ones are
+        not, and a larger revision forgets the smaller one it replaces."""
+        from neo.services.storage.cache import LARGEST, LatestRecords
+        records = LatestRecords()
+        self.assertGreaterEqual(LARGEST, 4 * 1024 * 1024)
+        records.put(A, S5, 0, b"x" * LARGEST)
+        self.assertEqual(len(records.get(A)[2]), LARGEST)
+        records.put(A, S7, 0, b"x" * (LARGEST + 1))
+        self.assertIsNone(records.get(A))
+        self.assertEqual(records.size, 0)
+
     def test_previousRevisions(self):
         """The last revisions replaced are kept (for conflict resolution),
         a few per object, within their own budget; putting the current

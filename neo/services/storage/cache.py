@@ -12,7 +12,7 @@ from collections import OrderedDict
 #: Bytes of records kept by default.
 DEFAULT_SIZE = 64 * 1024 * 1024
 #: Records larger than this are not kept.
-LARGEST = 1024 * 1024
+LARGEST = 4 * 1024 * 1024
 #: Bytes of replaced revisions kept (for conflict resolution).
 PREVIOUS_SIZE = 8 * 1024 * 1024
 #: Replaced revisions larger than this are not kept.
