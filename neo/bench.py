@@ -34,7 +34,7 @@ from BTrees.OOBTree import OOBTree
 from persistent import Persistent
 from ZODB.POSException import ConflictError
 
-from neo.lib.launch import LocalCluster
+from neo.lib.launch import LocalCluster, NodeFailed
 
 #: Workloads in the order they run, with their unit.
 WORKLOADS = [
@@ -109,8 +109,21 @@ class NEOTarget(Target):
             adapter=o.adapter, replicas=o.replicas, mysql=o.mysql)
         log(f"starting a NEO cluster: 1 master, {o.storages} storage(s) on"
             f" {o.adapter}, {o.replicas} replica(s)")
-        cluster.start()
-        cluster.startCluster()
+        try:
+            cluster.start()
+            cluster.startCluster()
+        except BaseException as e:
+            # Nothing of it may stay behind.
+            self.cluster = None
+            cluster.stop()
+            try:
+                cluster.dropDatabases()
+            except Exception:
+                pass
+            if isinstance(e, NodeFailed):
+                raise SystemExit(
+                    f"neo-bench: the NEO cluster did not start: {e}") from None
+            raise
         self.masterNodes = cluster.masterAddress
 
     def stop(self):
@@ -187,15 +200,24 @@ class ZEOTarget(Target):
              os.path.join(directory, "Data.fs")],
             stdout=self.log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL)
-        _waitForPort(self.port, self.process)
+        try:
+            _waitForPort(self.port, self.process)
+        except BaseException:
+            self.stop()
+            raise
         log("started a ZEO server over FileStorage")
 
+    process = None
+
     def stop(self):
-        self.process.terminate()
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        process.terminate()
         try:
-            self.process.wait(30)
+            process.wait(30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            process.kill()
         self.log.close()
 
     def zconfig(self):
@@ -670,6 +692,16 @@ def parseArgs(argv):
         if not options.name:
             parser.error("--name is needed with the addresses of a running"
                          " cluster")
+    if options.adapter == "MySQL":
+        from neo.services.storage.mysql import parseDSN
+        user, at, host = options.mysql.partition("@@")
+        try:
+            if not at:
+                raise ValueError("no @@")
+            parseDSN(f"{user}@neobench@{host}")
+        except ValueError:
+            parser.error(f"--mysql {options.mysql!r}: use"
+                         " USER[:PASSWORD]@@HOST:PORT")
     if options.quick:
         options.objects_count = min(options.objects_count, 100)
         options.transactions = min(options.transactions, 20)

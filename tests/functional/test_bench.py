@@ -32,3 +32,43 @@ class BenchSmokeTests(unittest.TestCase):
             self.assertGreater(doc["results"][target]["add"]["median"], 0)
         self.assertIsNone(doc["results"]["filestorage"]["concurrent_2"])
         self.assertGreater(doc["results"]["neo"]["concurrent_2"]["median"], 0)
+
+    def test_badMySQLOption(self):
+        """A --mysql value of the wrong shape is refused before anything
+        starts, saying what shape it takes."""
+        result = subprocess.run(
+            [sys.executable, "-m", "neo.bench", "--adapter", "MySQL",
+             "--mysql", "root@127.0.0.1:3306"],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("USER[:PASSWORD]@@HOST:PORT", result.stderr)
+
+    def test_failedStartLeavesNothing(self):
+        """A cluster that cannot start (its database is unreachable) ends
+        the command with the node's reason, and none of its processes is
+        left running."""
+        before = _benchNodes()
+        result = subprocess.run(
+            [sys.executable, "-m", "neo.bench", "--quick", "--adapter",
+             "MySQL", "--mysql", "root@@127.0.0.1:1", "--workloads", "small",
+             "--json", os.devnull],
+            capture_output=True, text=True, timeout=120)
+        self.assertEqual(result.returncode, 1, result.stderr[-3000:])
+        self.assertIn("the NEO cluster did not start", result.stderr)
+        self.assertIn("cannot connect to MySQL", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertEqual(_benchNodes() - before, set())
+
+
+def _benchNodes():
+    """The node processes of benchmark clusters running now."""
+    pids = set()
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"twistd" in b" ".join(cmdline) and b"bench" in cmdline:
+            pids.add(int(pid))
+    return pids
