@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,7 @@ class BenchSmokeTests(unittest.TestCase):
         """neo-bench --quick --compare zeo,filestorage prints the table
         with ratios and writes the JSON results."""
         directory = tempfile.mkdtemp(prefix="neo-bench-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
         path = os.path.join(directory, "out.json")
         result = subprocess.run(
             [sys.executable, "-m", "neo.bench", "--quick", "--objects", "50",
