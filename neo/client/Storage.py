@@ -20,7 +20,8 @@ from ZODB.interfaces import IMultiCommitStorage, IStorage
 from ZODB.serialize import referencesf
 from twisted.internet.error import ConnectionClosed
 
-from neo.client.app import ClientApp, ClientTransaction, ClusterError
+from neo.client.app import (
+    ZLIB, ClientApp, ClientTransaction, ClusterError, uncompressed)
 from neo.client.bridge import CALL_TIMEOUT, Bridge
 from neo.client.cache import RecordCache
 from neo.client.exceptions import ClientDisconnected, NEOStorageError
@@ -50,8 +51,6 @@ PREFETCH = 100
 #: Default size of the record cache, in bytes.
 DEFAULT_CACHE_SIZE = 20 * 1024 * 1024
 
-_ZLIB = 1
-
 
 def _compressed(data):
     """C{(compression, bytes)} of a record as it is sent."""
@@ -64,7 +63,7 @@ def _compressed(data):
             return 0, data
     compressed = zlib.compress(data)
     if len(compressed) < len(data):
-        return _ZLIB, compressed
+        return ZLIB, compressed
     return 0, data
 
 
@@ -182,8 +181,7 @@ class Storage(ConflictResolvingStorage):
         except OidDoesNotExist:
             raise POSException.POSKeyError(oid)
         try:
-            if data is not None and compression == _ZLIB:
-                data = zlib.decompress(data)
+            data = uncompressed(compression, data)
         finally:
             # Decompressed here, in the calling thread, not in the reactor.
             next = self._cache.endLoad(oid, serial, next, data)
@@ -371,7 +369,7 @@ class Storage(ConflictResolvingStorage):
         if record is None or record[0] != serial:
             return b""
         _, compression, data = record
-        return zlib.decompress(data) if compression == _ZLIB else data
+        return uncompressed(compression, data)
 
     def tpc_finish(self, transaction, f=None):
         txn = self._txn(transaction, "tpc_finish")

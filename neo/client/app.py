@@ -337,8 +337,7 @@ class ClientApp(ClusterView):
         data = None
         if (not isinstance(answer, Failure) and not answer["deleted"]
                 and not answer["tooLarge"]):
-            data = answer["data"]
-            data = _uncompressed((answer["compression"], data))
+            data = uncompressed(answer["compression"], answer["data"])
         if data is None:
             self.cache.endLoad(oid, ZERO_TID, ZERO_TID)
         else:
@@ -783,10 +782,13 @@ class ClientApp(ClusterView):
         if not isinstance(answer, Failure) and answer["committed"]:
             for oid, serial, compression, data in c.unpackRecords(
                     answer["committed"]):
-                committed[oid] = (serial, _uncompressed((compression, data)))
+                committed[oid] = (serial, uncompressed(compression, data))
         for oid in oids:
-            serial, data = committed.get(oid, (ZERO_TID, None))
-            self.cache.endLoad(oid, serial, None if data else ZERO_TID, data)
+            if oid in committed:
+                serial, data = committed[oid]
+                self.cache.endLoad(oid, serial, None, data)
+            else:
+                self.cache.endLoad(oid, ZERO_TID, ZERO_TID)
         return answer
 
     def _votedWithStores(self, answer, txn, nid):
@@ -818,7 +820,8 @@ class ClientApp(ClusterView):
             for oid, (_, data) in txn.data.items():
                 self.cache.invalidate([oid], tid)
                 if oid in txn.resolvedByNodes:
-                    data = _uncompressed(txn.resolvedByNodes[oid])
+                    record = txn.resolvedByNodes[oid]
+                    data = None if record is None else uncompressed(*record)
                 if data is not None:
                     self.cache.store(oid, tid, None, data)
             # ZODB's callback invalidates the other connections of this
@@ -882,9 +885,12 @@ class StorageHandler(amp.CommandLocator):
         return {}
 
 
-def _uncompressed(record):
-    """The data of C{(compression, data)}, or None for None."""
-    if record is None:
-        return None
-    compression, data = record
-    return zlib.decompress(data) if compression == 1 else data
+#: The compression of a record that zlib compressed (0: none).
+ZLIB = 1
+
+
+def uncompressed(compression, data):
+    """A record's data as ZODB knows it (None stays None)."""
+    if data is not None and compression == ZLIB:
+        return zlib.decompress(data)
+    return data

@@ -281,6 +281,15 @@ class StoreObject(Command):
     response = [(b"conflict", Tid(optional=True))]
 
 
+#: What the answer to stores carries (L{StoreObjects}, and a
+#: L{VoteTransaction} with records).
+_STORED = [(b"conflicts", OidList(optional=True)),
+           (b"committed", BigBytes(optional=True)),
+           (b"resolved", OidList(optional=True)),
+           (b"resolvedRecords", BigBytes(optional=True)),
+           (b"unresolvable", OidList(optional=True))]
+
+
 class StoreObjects(Command):
     """
     Several stores at once (see L{StoreObject}): C{records} packs, for each,
@@ -299,11 +308,7 @@ class StoreObjects(Command):
     """
 
     arguments = [(b"ttid", Tid()), (b"records", BigBytes())]
-    response = [(b"conflicts", OidList()),
-                (b"committed", BigBytes(optional=True)),
-                (b"resolved", OidList(optional=True)),
-                (b"resolvedRecords", BigBytes(optional=True)),
-                (b"unresolvable", OidList(optional=True))]
+    response = _STORED
 
 
 _RECORD = struct.Struct(">8s8sBI")
@@ -382,12 +387,7 @@ class VoteTransaction(Command):
     #: With C{records} too, it first stores them, as L{StoreObjects} does,
     #: and answers as it does as well: a transaction on one node, whose
     #: stores waited for the vote, takes one message each way.
-    response = [(b"voted", amp.Boolean(optional=True)),
-                (b"conflicts", OidList(optional=True)),
-                (b"committed", BigBytes(optional=True)),
-                (b"resolved", OidList(optional=True)),
-                (b"resolvedRecords", BigBytes(optional=True)),
-                (b"unresolvable", OidList(optional=True))]
+    response = [(b"voted", amp.Boolean(optional=True))] + _STORED
 
 
 class AskObject(Command):

@@ -379,13 +379,13 @@ class ClientHandler(amp.CommandLocator):
                 hit = txns.records.get(oid, result)
                 if hit is not None and hit[2] is not None:
                     committed.append((oid, result, hit[1], hit[2]))
-        resolved, results = [], None
+        resolved, returned = [], None
         if txn.resolved:
             resolved = [oid for oid, _, _, _ in records if oid in txn.resolved]
             txn.resolved.difference_update(resolved)
-            results = [(oid,) + txn.stores[oid][1:] for oid in resolved
-                       if oid in txn.stores
-                       and len(txn.stores[oid][3]) <= RESOLVED_RETURNED]
+            returned = [(oid,) + txn.stores[oid][1:] for oid in resolved
+                        if oid in txn.stores
+                        and len(txn.stores[oid][3]) <= RESOLVED_RETURNED]
             if txn.doomed:
                 # Its client will retry: what it resolved against is
                 # current, and saves it a load.
@@ -398,7 +398,8 @@ class ClientHandler(amp.CommandLocator):
         return {"conflicts": conflicts,
                 "committed": c.packRecords(committed) if committed else None,
                 "resolved": resolved,
-                "resolvedRecords": c.packRecords(results) if results else None,
+                "resolvedRecords": (c.packRecords(returned) if returned
+                                    else None),
                 "unresolvable": unresolvable or None}
 
     @c.CheckCurrentSerial.responder

@@ -91,19 +91,21 @@ def hopeless(compression, data):
     """
     if len(data) > LARGEST:
         return False
-    try:
-        module, name = get_pickle_metadata(_raw(compression, data))
-        klass = find_global(module, name)
-    except Exception:
-        return False
-    return not isinstance(klass, BadClass) and \
+    klass = _class(_raw(compression, data))
+    return klass is not None and \
         getattr(klass, "_p_resolveConflict", None) is None
 
 
 def _importable(pickle):
     """Whether the class of a record can be imported here."""
+    return _class(pickle) is not None
+
+
+def _class(pickle):
+    """The class a record names, or None if it cannot be imported here."""
     try:
         module, name = get_pickle_metadata(pickle)
-        return not isinstance(find_global(module, name), BadClass)
+        klass = find_global(module, name)
     except Exception:
-        return False
+        return None
+    return None if isinstance(klass, BadClass) else klass
