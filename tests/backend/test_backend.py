@@ -20,6 +20,7 @@ from neo.services.storage.database import (
     CommitRefused, DatabaseError, SCHEMA_VERSION)
 from neo.services.storage.interfaces import IStorageBackend
 from neo.services.storage.node import makeBackend
+from neo.services.storage.pool import SerialThreadPool
 from tests import mysql
 
 P = 1  # the partition used
@@ -64,6 +65,17 @@ class BackendTests:
     def test_interface(self):
         """The backend provides IStorageBackend."""
         self.assertTrue(verifyObject(IStorageBackend, self.open()))
+
+    def test_oneThread(self):
+        """The backend's SQL runs on one thread of its own (a
+        L{SerialThreadPool} under adbapi), which closing it ends."""
+        db = self.open()
+        pool = db._pool.threadpool
+        self.assertIsInstance(pool, SerialThreadPool)
+        thread = pool._thread
+        self.assertTrue(thread.is_alive())
+        self.bridge.call(db.close)
+        self.assertFalse(thread.is_alive())
 
     def test_schema(self):
         """A new database records the schema version and the cluster."""

@@ -17,6 +17,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from neo.services.storage.database import DatabaseError, Dialect, SQLBackend
+from neo.services.storage.pool import SerialConnectionPool
 
 log = Logger()
 
@@ -189,8 +190,8 @@ class MySQLBackend(SQLBackend):
         args = dict(self._kwargs, charset="utf8mb4", use_unicode=True,
                     connect_timeout=10)
         args.update(kwargs)
-        return adbapi.ConnectionPool(
-            "MySQLdb", cp_min=1, cp_max=1, cp_reconnect=True,
+        return SerialConnectionPool(
+            "MySQLdb", cp_reconnect=True,
             cp_openfun=_configure, cp_reactor=self._reactor, cp_noisy=False,
             **args)
 
@@ -222,8 +223,8 @@ class MySQLBackend(SQLBackend):
         import MySQLdb
         name = self._kwargs["db"]
         kwargs = {k: v for k, v in self._kwargs.items() if k != "db"}
-        pool = adbapi.ConnectionPool(
-            "MySQLdb", cp_min=1, cp_max=1, cp_reactor=self._reactor,
+        pool = SerialConnectionPool(
+            "MySQLdb", cp_reactor=self._reactor,
             cp_noisy=False, charset="utf8mb4", connect_timeout=10, **kwargs)
         try:
             yield pool.runInteraction(_createDatabase, name)

@@ -2,18 +2,18 @@
 """
 The SQLite storage backend: the node's database in one file.
 
-One connection (C{cp_min=cp_max=1}) keeps statements in submission order
+One connection (L{SerialConnectionPool}) keeps statements in submission order
 and avoids "database is locked"; a lock file keeps a second process away.
 """
 
 import os
 
 import zc.lockfile
-from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from neo.services.storage.database import DatabaseError, Dialect, SQLBackend
+from neo.services.storage.pool import SerialConnectionPool
 
 log = Logger()
 
@@ -126,8 +126,8 @@ class SQLiteBackend(SQLBackend):
         except zc.lockfile.LockError:
             return defer.fail(DatabaseError(
                 f"{self.path} is used by another process"))
-        self._pool, self._checkpointPool = (adbapi.ConnectionPool(
-            "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=1,
+        self._pool, self._checkpointPool = (SerialConnectionPool(
+            "sqlite3", self.path, check_same_thread=False,
             cp_openfun=_configure, cp_reactor=self._reactor)
             for _ in range(2))
         return defer.succeed(None)
