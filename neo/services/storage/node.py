@@ -358,18 +358,28 @@ class ClientHandler(amp.CommandLocator):
         txn = self.node.txns.get(ttid, client.nid, create=True)
         return self._storeRecords(txn, records)
 
-    @defer.inlineCallbacks
     def _storeRecords(self, txn, records):
+        """
+        Store a batch; returns the answer, or a Deferred of it when some
+        stores wait (for a lock, or a serial from the database).
+        """
         txns = self.node.txns
         partitionOf = self.node.partitionOf
         records = c.unpackRecords(records)
         waiting = [record for record in records
                    if not txns.storeNow(txn, partitionOf(record[0]), *record)]
-        results = yield defer.DeferredList(
+        if not waiting:
+            return self._stored(txn, records, (), ())
+        d = defer.DeferredList(
             [txns.track(txn, txns.store(txn, partitionOf(oid), oid, serial,
                                         compression, data))
              for oid, serial, compression, data in waiting],
             consumeErrors=True)
+        return d.addCallback(
+            lambda results: self._stored(txn, records, waiting, results))
+
+    def _stored(self, txn, records, waiting, results):
+        txns = self.node.txns
         conflicts, committed = [], []
         for (oid, _, _, _), (ok, result) in zip(waiting, results):
             if not ok:
@@ -420,7 +430,6 @@ class ClientHandler(amp.CommandLocator):
         return d.addCallback(lambda conflict: {"conflict": conflict})
 
     @c.VoteTransaction.responder
-    @defer.inlineCallbacks
     def voteTransaction(self, ttid, user=None, description=None,
                         extension=None, oids=None, pipelined=False,
                         partition=None, records=None):
@@ -433,16 +442,29 @@ class ClientHandler(amp.CommandLocator):
             raise ProtocolError("records go with a pipelined vote only")
         txns = self.node.txns
         txn = txns.get(ttid, client.nid, create=True)
-        stored = {}
-        if records is not None:
-            stored = yield self._storeRecords(txn, records)
-        conflicted = yield txns.settle(txn)
-        if pipelined and conflicted:
-            return dict(stored, voted=False)
         metadata = None
         if oids is not None:
             metadata = (user or b"", description or b"", extension or b"",
                         b"".join(oids))
+        stored = {} if records is None else self._storeRecords(txn, records)
+        if not pipelined or isinstance(stored, defer.Deferred) \
+                or txn.pending:
+            return self._vote(txn, partition, metadata, pipelined, stored)
+        # The usual vote of a transaction on this node only, answered at
+        # once: its stores took their locks without waiting, and the vote
+        # stays in memory until the lock, which commits it at once.
+        if txns.settled(txn):
+            return dict(stored, voted=False)
+        txns.voteInMemory(txn, partition, metadata)
+        return dict(stored, voted=True)
+
+    @defer.inlineCallbacks
+    def _vote(self, txn, partition, metadata, pipelined, stored):
+        txns = self.node.txns
+        stored = yield stored
+        conflicted = yield txns.settle(txn)
+        if pipelined and conflicted:
+            return dict(stored, voted=False)
         # A pipelined vote is for a transaction on this node only: it
         # becomes durable with the lock, which commits it at once.
         yield txns.vote(txn, partition, metadata, durable=not pipelined)

@@ -354,32 +354,53 @@ class TransactionManager:
             txn.checked.pop(oid, None)
         return conflict
 
-    @defer.inlineCallbacks
     def vote(self, txn, partition, metadata, durable=True):
         """
         Make the stores durable.  The client votes once every store and
         relock is answered, so the transaction holds all its locks: this
-        never waits for one.
+        never waits for one.  Returns a Deferred.
 
         Without C{durable} (the transaction has no other participant), the
-        vote stays in memory and the lock writes everything at once: with
-        a single participant, a vote lost in a crash before the lock is a
-        transaction that nobody committed, which the master aborts anyway.
+        vote stays in memory (L{voteInMemory}).
         """
+        try:
+            if not self._voting(txn):
+                return defer.succeed(None)
+        except Exception:
+            return defer.fail()
+        if not durable:
+            txn.inMemory = (partition, metadata)
+            return defer.succeed(None)
+        try:
+            d = self._db.vote(u64(txn.ttid), partition, metadata,
+                              _objects(txn))
+        except Exception:
+            d = defer.fail()
+
+        def failed(failure):
+            self.abort(txn.ttid)
+            return failure
+        return d.addErrback(failed)
+
+    def voteInMemory(self, txn, partition, metadata):
+        """
+        L{vote}, kept in memory, at once (raises instead of failing a
+        Deferred): the lock writes everything in one step.  For a
+        transaction with a single participant: a vote lost in a crash
+        before the lock is a transaction that nobody committed, which the
+        master aborts anyway.
+        """
+        if self._voting(txn):
+            txn.inMemory = (partition, metadata)
+
+    def _voting(self, txn) -> bool:
+        """Whether the transaction is to be voted now (not already)."""
         if txn.aborted:
             raise TransactionNotFound("the transaction was aborted")
         if txn.voted:
-            return
+            return False
         txn.voted = True
-        if not durable:
-            txn.inMemory = (partition, metadata)
-            return
-        try:
-            yield self._db.vote(u64(txn.ttid), partition, metadata,
-                                _objects(txn))
-        except Exception:
-            self.abort(txn.ttid)
-            raise
+        return True
 
     # -- Second phase --------------------------------------------------------
 
@@ -404,10 +425,15 @@ class TransactionManager:
         """
         while txn.pending:
             yield defer.DeferredList(list(txn.pending))
+        return self.settled(txn)
+
+    @staticmethod
+    def settled(txn) -> bool:
+        """L{settle} at once, for a transaction with nothing pending."""
+        assert not txn.pending
         conflicted, txn.conflicted = txn.conflicted, txn.doomed
         return conflicted
 
-    @defer.inlineCallbacks
     def lock(self, ttid, tid, final=False):
         """
         Lock the transaction under its final TID (durably); with C{final},
@@ -424,22 +450,29 @@ class TransactionManager:
         """
         txn = self._txns.get(ttid)
         if txn is None:
-            return  # Nothing of it here (e.g. it only had checks elsewhere).
-        txn.tid = tid
-        for oid in txn.stores:
-            self._readLocks[oid] = txn
-        self._publish(txn)
-        if final:
-            yield self.unlock(ttid, commit=True)
-        elif txn.inMemory is not None:
+            # Nothing of it here (e.g. it only had checks elsewhere).
+            return defer.succeed(None)
+        try:
+            txn.tid = tid
+            for oid in txn.stores:
+                self._readLocks[oid] = txn
+            self._publish(txn)
+            if final:
+                return self.unlock(ttid, commit=True)
+            if txn.inMemory is None:
+                d = self._db.lockTransaction(u64(ttid), u64(tid))
+                return d.addCallback(_none)
             # Not expected (such a vote is for a sole participant), but
             # safe: the vote becomes durable with the lock.
             partition, metadata = txn.inMemory
-            yield self._db.voteAndLock(u64(ttid), u64(tid), partition,
-                                       metadata, _objects(txn))
+            d = self._db.voteAndLock(u64(ttid), u64(tid), partition,
+                                     metadata, _objects(txn))
+        except Exception:
+            return defer.fail()
+
+        def locked(_):
             txn.inMemory = None
-        else:
-            yield self._db.lockTransaction(u64(ttid), u64(tid))
+        return d.addCallback(locked)
 
     def _publish(self, txn):
         """Make a decided transaction what the next checks and conflict
@@ -453,30 +486,34 @@ class TransactionManager:
         for oid in txn.oids():
             self._release(txn, oid)
 
-    @defer.inlineCallbacks
     def unlock(self, ttid, commit=False):
         """
         The transaction is committed: make it visible to loads, forget it.
         With C{commit}, it was not locked in the database yet: lock and
-        unlock in one step.
+        unlock in one step.  Returns a Deferred.
         """
         txn = self._txns.get(ttid)
         if txn is None:
-            return
+            return defer.succeed(None)
         try:
             if commit and txn.inMemory is not None:
                 partition, metadata = txn.inMemory
-                yield self._db.commitVoted(u64(ttid), u64(txn.tid),
-                                           partition, metadata, _objects(txn))
+                d = self._db.commitVoted(u64(ttid), u64(txn.tid), partition,
+                                         metadata, _objects(txn))
             elif commit:
-                yield self._db.commitTransaction(u64(ttid), u64(txn.tid))
+                d = self._db.commitTransaction(u64(ttid), u64(txn.tid))
             else:
-                yield self._db.unlockTransaction(u64(ttid))
-        finally:
+                d = self._db.unlockTransaction(u64(ttid))
+        except Exception:
+            d = defer.fail()
+
+        def done(result):
             # clear() may have forgotten it meanwhile (master lost).
             if self._txns.get(ttid) is txn:
                 del self._txns[ttid]
             self._releaseAll(txn)
+            return result if isinstance(result, Failure) else None
+        return d.addBoth(done)
 
     def abort(self, ttid):
         """Forget a transaction that is not locked.  Returns a Deferred."""
@@ -518,6 +555,10 @@ class TransactionManager:
         """Wait while a transaction being committed holds C{oid}."""
         while oid in self._readLocks:
             yield self._wait(self._readWaiters, oid)
+
+
+def _none(_):
+    return None
 
 
 def _objects(txn):
