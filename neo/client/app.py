@@ -119,6 +119,9 @@ class ClientApp(ClusterView):
         self._storages = {}
         self._connecting = {}
         self._txnByTtid = {}
+        #: C{{ttid: (nid, Deferred)}}: transactions finishing in direct
+        #: mode, waiting for their storage node (L{finish}).
+        self._finishing = {}
         #: C{(master, Deferred of a ttid or None)}: a transaction begun
         #: ahead, for the next commit.
         self._spare = None
@@ -288,6 +291,11 @@ class ClientApp(ClusterView):
     def _storageLost(self, nid, proto):
         if self._storages.get(nid) is proto:
             del self._storages[nid]
+        for node, d in list(self._finishing.values()):
+            if node == nid and not d.called:
+                d.errback(ClusterError(
+                    f"the connection to {formatNid(nid)} was lost while it"
+                    " committed the transaction"))
 
     # -- Loads ---------------------------------------------------------------
 
@@ -801,15 +809,32 @@ class ClientApp(ClusterView):
         if master is not getattr(txn, "master", None):
             raise ClusterError("the connection to the master was lost"
                                " during the commit")
+        # Voted on one node (still connected): it may tell us of the
+        # commit itself, a message sooner than the master (direct mode).
+        direct = None
+        if len(txn.voted) == 1:
+            nid, = txn.voted
+            if self._storages.get(nid) is txn.protos.get(nid) is not None:
+                direct = defer.Deferred()
+                self._finishing[txn.ttid] = (nid, direct)
         try:
             answer = yield master.ask(c.AskFinishTransaction, ttid=txn.ttid,
                                       oids=list(txn.data),
                                       checked=list(txn.checked),
                                       voted=sorted(txn.voted),
                                       beginNext=self._spare is None,
-                                      metaPartition=txn.metaPartition)
+                                      metaPartition=txn.metaPartition,
+                                      direct=direct is not None or None)
+            if answer["direct"]:
+                tid = yield direct
+                if tid != answer["tid"]:
+                    raise ClusterError(
+                        f"{formatNid(nid)} committed transaction"
+                        f" {u64(txn.ttid):#x} under TID {u64(tid):#x}, not"
+                        f" {u64(answer['tid']):#x} as the master said")
         finally:
             self._txnByTtid.pop(txn.ttid, None)
+            self._finishing.pop(txn.ttid, None)
         tid = answer["tid"]
         if answer["nextTtid"] is not None:
             if self._spare is None and master is self.master:
@@ -833,6 +858,14 @@ class ClientApp(ClusterView):
                     self.log.failure("tpc_finish callback failed")
             self._advance(tid)
         return tid
+
+    def transactionFinished(self, proto, ttid, tid):
+        """A storage node committed a transaction finished in direct
+        mode."""
+        waiting = self._finishing.get(ttid)
+        if waiting is not None and proto.peer is not None \
+                and waiting[0] == proto.peer.nid and not waiting[1].called:
+            waiting[1].callback(tid)
 
     def abort(self, txn):
         txn.aborted = True
@@ -878,6 +911,11 @@ class StorageHandler(amp.CommandLocator):
     @c.NotifyDeadlock.responder
     def notifyDeadlock(self, ttid, oid):
         self.app.deadlock(self.proto, ttid, oid)
+        return {}
+
+    @c.NotifyTransactionFinished.responder
+    def notifyTransactionFinished(self, ttid, tid):
+        self.app.transactionFinished(self.proto, ttid, tid)
         return {}
 
     @c.Ping.responder

@@ -19,7 +19,7 @@ from neo.lib.states import ClusterState
 from neo.protocols.arguments import BigBytes, Enum, Json, Oid, OidList, Tid
 from neo.protocols.errors import COMMON_ERRORS, FATAL_ERRORS, ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class Command(amp.Command):
@@ -208,11 +208,14 @@ class AskLockInformation(Command):
     """
     Second phase: lock the voted transaction under its final TID.  With
     C{final} (the node is the transaction's only participant), also unlock
-    it: no L{NotifyUnlockInformation} follows.
+    it: no L{NotifyUnlockInformation} follows; with C{notify} as well, the
+    node tells the client that the transaction is committed
+    (L{NotifyTransactionFinished}) before it answers.
     """
 
     arguments = [(b"ttid", Tid()), (b"tid", Tid()),
-                 (b"final", amp.Boolean(optional=True))]
+                 (b"final", amp.Boolean(optional=True)),
+                 (b"notify", amp.Boolean(optional=True))]
 
 
 class NotifyUnlockInformation(Notification):
@@ -250,14 +253,24 @@ class AskFinishTransaction(Command):
     begin one), which then needs no round trip of its own.
     C{metaPartition} is the partition the transaction's metadata was voted
     in (by default, the ttid's): the final TID is in that partition.
+
+    With C{direct}, the client can hear of the commit from its only
+    storage node: when the master agrees (the node is the only participant
+    and every transaction before is committed), it answers at once with
+    C{direct} and the final TID, and the node sends the client
+    L{NotifyTransactionFinished} once the transaction is committed (the
+    commit is not done before that).  The client's other connections hear
+    of it from the master as usual.
     """
 
     arguments = [(b"ttid", Tid()), (b"oids", OidList()),
                  (b"checked", OidList()),
                  (b"voted", amp.ListOf(amp.Integer(), optional=True)),
                  (b"beginNext", amp.Boolean(optional=True)),
-                 (b"metaPartition", amp.Integer(optional=True))]
-    response = [(b"tid", Tid()), (b"nextTtid", Tid(optional=True))]
+                 (b"metaPartition", amp.Integer(optional=True)),
+                 (b"direct", amp.Boolean(optional=True))]
+    response = [(b"tid", Tid()), (b"nextTtid", Tid(optional=True)),
+                (b"direct", amp.Boolean(optional=True))]
 
 
 class AskLastTransaction(Command):
@@ -341,6 +354,15 @@ class CheckCurrentSerial(Command):
 
     arguments = [(b"ttid", Tid()), (b"oid", Oid()), (b"serial", Tid())]
     response = [(b"conflict", Tid(optional=True))]
+
+
+class NotifyTransactionFinished(Notification):
+    """
+    Storage to client: the transaction the master finished in direct mode
+    (L{AskFinishTransaction}) is committed under C{tid}.
+    """
+
+    arguments = [(b"ttid", Tid()), (b"tid", Tid())]
 
 
 class NotifyDeadlock(Notification):

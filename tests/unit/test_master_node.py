@@ -160,6 +160,7 @@ class FakeStorage(FakeNode):
         self.holdLocks = holdLocks
         self.held = {}
         self.finals = []
+        self.notifies = []
         self.holdVerification = False
 
     def release(self, ttid):
@@ -201,9 +202,10 @@ class FakeStorage(FakeNode):
         return self.record("StopOperation")
 
     @c.AskLockInformation.responder
-    def askLockInformation(self, ttid, tid, final=False):
+    def askLockInformation(self, ttid, tid, final=False, notify=False):
         self.record("AskLockInformation", ttid=ttid, tid=tid)
         self.finals.append((ttid, final))
+        self.notifies.append((ttid, bool(notify)))
         if self.holdLocks:
             d = self.held[ttid] = defer.Deferred()
             return d
@@ -958,7 +960,8 @@ class TransactionTests(MasterTestCase):
         self.assertEqual(self.s1.fake.named("NotifyUnlockInformation"), [])
         self.s2.fake.release(ttid)
         self.settle()
-        self.assertEqual(self.successResultOf(d), {"tid": tid, "nextTtid": None})
+        self.assertEqual(self.successResultOf(d),
+                         {"tid": tid, "nextTtid": None, "direct": None})
         self.assertEqual(self.other.fake.named("InvalidateObjects"),
                          [{"tid": tid, "oids": oids}])
         self.assertEqual(self.client.fake.named("InvalidateObjects"), [])
@@ -967,6 +970,89 @@ class TransactionTests(MasterTestCase):
             self.assertEqual(peer.fake.named("NotifyUnlockInformation"),
                              [{"ttid": ttid}])
         self.assertEqual(len(self.master.transactions), 0)
+
+    def test_directFinish(self):
+        """
+        Asked for direct mode, with one participant and nothing before it
+        in the commit queue, the master answers at once (the participant
+        tells the client, the lock says so); other clients are invalidated
+        once the node answers the lock, and their syncs (Ping,
+        AskLastTransaction) wait until then.
+        """
+        self.holdLocks()
+        ttid = self.begin()
+        mine = holder(ttid)
+        oids = onStorage(mine, 1)
+        answer = self.successResultOf(self.finish(
+            ttid, oids=oids, voted=[mine], direct=True))
+        self.assertTrue(answer["direct"])
+        fake = self.storagePeer(mine).fake
+        self.assertEqual(fake.notifies, [(ttid, True)])
+        self.assertEqual(fake.named("AskLockInformation"),
+                         [{"ttid": ttid, "tid": answer["tid"]}])
+        ping = self.ask(self.other, c.Ping)
+        last = self.ask(self.other, c.AskLastTransaction)
+        self.assertNoResult(ping)
+        self.assertNoResult(last)
+        self.assertEqual(self.other.fake.named("InvalidateObjects"), [])
+        # The committer's own sync waits as well; the admin's does not.
+        self.assertNoResult(self.ask(self.client, c.Ping))
+        self.successResultOf(self.ask(self.admin, c.Ping))
+        fake.release(ttid)
+        self.settle()
+        self.assertEqual(self.other.fake.named("InvalidateObjects"),
+                         [{"tid": answer["tid"], "oids": oids}])
+        self.successResultOf(ping)
+        self.assertEqual(self.successResultOf(last), {"tid": answer["tid"]})
+        self.assertEqual(self.master._directWaiters, [])
+        self.assertEqual(len(self.master.transactions), 0)
+        # Nothing in direct mode: a sync is answered at once.
+        self.successResultOf(self.ask(self.other, c.Ping))
+
+    def test_directOnlyAtQueueHead(self):
+        """Not in direct mode when a transaction before it is still being
+        committed (the client must hear of that one first), nor with
+        several participants, nor unless asked."""
+        self.holdLocks()
+        first = self.begin(self.other)
+        d1 = self.finish(first, oids=[p64(1), p64(2)], client=self.other)
+        second = self.begin()
+        mine = holder(second)
+        d2 = self.finish(second, oids=onStorage(mine, 1), voted=[mine],
+                         direct=True)
+        self.assertNoResult(d2)
+        third = self.begin()
+        d3 = self.finish(third, oids=onStorage(mine, 1) + onStorage(
+            other(mine), 1), direct=True)
+        for peer in (self.s1, self.s2):
+            for ttid in (first, second, third):
+                if ttid in peer.fake.held:
+                    peer.fake.release(ttid)
+        self.settle()
+        for d in (d1, d2, d3):
+            self.assertIsNone(self.successResultOf(d)["direct"])
+        for peer in (self.s1, self.s2):
+            self.assertNotIn(True, [n for _, n in peer.fake.notifies])
+            peer.fake.holdLocks = False
+        ttid = self.begin()
+        mine = holder(ttid)
+        self.assertIsNone(self.successResultOf(self.finish(
+            ttid, oids=onStorage(mine, 1), voted=[mine]))["direct"])
+
+    def test_directCommitsOnRecovery(self):
+        """Syncs waiting for a transaction in direct mode are answered
+        when the cluster leaves operation."""
+        self.holdLocks()
+        ttid = self.begin()
+        mine = holder(ttid)
+        self.successResultOf(self.finish(
+            ttid, oids=onStorage(mine, 1), voted=[mine], direct=True))
+        ping = self.ask(self.other, c.Ping)
+        self.assertNoResult(ping)
+        self.master.enterRecovery("test")
+        self.settle()
+        self.successResultOf(ping)
+        self.assertEqual(self.master._direct, set())
 
     def test_singleParticipantLocksFinal(self):
         """A storage node that is the only participant locks and unlocks
@@ -1122,7 +1208,7 @@ class TransactionTests(MasterTestCase):
         imposed = p64(self.master.lastTid + 10)
         self.assertEqual(self.begin(tid=imposed), imposed)
         self.assertEqual(self.successResultOf(self.finish(imposed)),
-                         {"tid": imposed, "nextTtid": None})
+                         {"tid": imposed, "nextTtid": None, "direct": None})
         self.assertEqual(self.master.lastTid, u64(imposed))
         self.assertGreater(self.begin(), imposed)
 

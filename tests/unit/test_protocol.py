@@ -180,7 +180,8 @@ class LargeArgumentTests(ConnectionTestCase):
         oids = [p64(n * 7) for n in range(20000)]
         answer = self.ask(c.AskFinishTransaction, ttid=TID1, oids=oids,
                           checked=[])
-        self.assertEqual(self.successResultOf(answer), {"tid": TID2, "nextTtid": None})
+        self.assertEqual(self.successResultOf(answer),
+                         {"tid": TID2, "nextTtid": None, "direct": None})
         self.assertEqual(self.storage.received,
                          [("AskFinishTransaction", (oids, []))])
 

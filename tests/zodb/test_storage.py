@@ -15,6 +15,8 @@ from ZODB.tests import (
 
 from ZODB.utils import p64, u64
 
+from neo.client.exceptions import ClientDisconnected
+from neo.protocols import commands as c
 from tests import mysql
 from tests.cluster import InProcessCluster
 
@@ -105,7 +107,8 @@ class DBTests(ClusterStorageTestBase):
 
     def test_invalidationsReachOtherClients(self):
         """A commit from one client is seen by another client's next
-        transaction (invalidation pushed by the master)."""
+        transaction (invalidation pushed by the master; the sync of a new
+        transaction waits for it)."""
         other = ZODB.DB(self._new_storage_client())
         try:
             tm1, tm2 = transaction.TransactionManager(), transaction.TransactionManager()
@@ -113,6 +116,7 @@ class DBTests(ClusterStorageTestBase):
             c1.root()["x"] = 1
             tm1.commit()
             c2 = other.open(tm2)
+            tm2.begin()
             self.assertEqual(c2.root()["x"], 1)
             tm2.commit()
             c1.root()["x"] = 2
@@ -352,7 +356,9 @@ class CommitPathTests(ClusterStorageTestBase):
         self.assertEqual(asked, ["AskBeginTransaction"]
                          + ["AskFinishTransaction"] * 3)
         self.assertEqual(self._storage.load(self.oid)[0], b"3")
-        # The master holds the one begun ahead, and nothing else.
+        # The master holds the one begun ahead, and nothing else (once it
+        # heard that the last commit is done: a sync waits for that).
+        self._storage.sync()
         spare = self._storage._app._spare[1].result
         self.assertEqual([t.ttid for t in self._cluster.master.transactions],
                          [u64(spare)])
@@ -362,12 +368,58 @@ class CommitPathTests(ClusterStorageTestBase):
         back to the master, and commits under that TID."""
         self.oid, self.serial = self._storage.new_oid(), None
         self.commit(b"1")
+        self._storage.sync()  # the master heard that it is committed
         master = self._cluster.master
         imposed = p64(master.lastTid + 1000)
         self.assertEqual(self.commit(b"2", tid=imposed), imposed)
         self.assertEqual(self.serial, imposed)
+        self._storage.sync()
         spare = self._storage._app._spare[1].result
         self.assertEqual([t.ttid for t in master.transactions], [u64(spare)])
+
+    def test_directFinish(self):
+        """A commit on one storage node is confirmed to the client by that
+        node (direct mode): the master's answer says so, and the node's
+        notification carries the TID tpc_finish returns."""
+        app = self._storage._app
+        heard, finished = [], app.transactionFinished
+        app.transactionFinished = lambda proto, ttid, tid: (
+            heard.append((ttid, tid)), finished(proto, ttid, tid))
+        answers, ask = [], app.master.ask
+
+        def recording(command, **kwargs):
+            d = ask(command, **kwargs)
+            if command is c.AskFinishTransaction:
+                d.addCallback(lambda a: answers.append(a) or a)
+            return d
+        app.master.ask = recording
+        self.oid, self.serial = self._storage.new_oid(), None
+        ttid = self.commit(b"1")
+        self.assertEqual(heard, [(ttid, self.serial)])
+        self.assertEqual([(a["direct"], a["tid"]) for a in answers],
+                         [(True, self.serial)])
+        self.assertEqual(app._finishing, {})
+
+    def test_directFinishNodeLost(self):
+        """Should the node be lost before it confirms a commit in direct
+        mode, tpc_finish fails with a clear error instead of waiting."""
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        storage = self._storage
+        node = self._cluster.storages[0]
+        # The node commits, but its connection to the client is lost
+        # instead of the confirmation.
+        def lose(clientNid, ttid, tid):
+            node._clientsByNid[clientNid].transport.loseConnection()
+        node.notifyFinished = lose
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(storage.new_oid(), z64, b"x", "", t)
+        storage.tpc_vote(t)
+        with self.assertRaises(ClientDisconnected) as raised:
+            storage.tpc_finish(t)
+        self.assertIn("lost while it committed", str(raised.exception))
+        self.assertEqual(storage._app._finishing, {})
 
     def test_beginAskedByFirstOperation(self):
         """tpc_begin asks nothing: a transaction aborted before any store
@@ -496,6 +548,7 @@ class NodeResolutionTests(ClusterStorageTestBase):
         self.assertEqual(mine.load(oid), (mine.load(oid)[0], tid))
         self.assertEqual(zodb_unpickle(mine.load(oid)[0])._value, 4)
         self.assertEqual(loads, [])
+        other.sync()  # as a new transaction does
         self.assertEqual(zodb_unpickle(other.load(oid)[0])._value, 4)
 
     def test_unresolvableGivenUp(self):

@@ -56,6 +56,11 @@ class MasterNode(BaseNode):
         self.lastOid = 0
         self.tids = TidAllocator(reactor)
         self.transactions = TransactionTable()
+        #: Transactions finished in direct mode (L{finish}) and not yet
+        #: committed here, and the C{(pending, Deferred)} of those who wait
+        #: for them (L{whenCommitted}).
+        self._direct = set()
+        self._directWaiters = []
         self.startAllowed = False
         self._recovered = set()
         self._generation = 0
@@ -346,6 +351,7 @@ class MasterNode(BaseNode):
         for txn in self.transactions.clear():
             if not txn.finished.called:
                 txn.finished.errback(NotReady("the cluster stopped operation"))
+        self._directDone(list(self._direct))
         self.setState(ClusterState.RECOVERING)
         for entry in self.nodes:
             if entry.proto is None:
@@ -455,7 +461,7 @@ class MasterNode(BaseNode):
         return [p64(oid) for oid in range(first, self.lastOid + 1)]
 
     def finish(self, entry, ttid, oids, checked, voted=None,
-               beginNext=False, metaPartition=None):
+               beginNext=False, metaPartition=None, direct=False):
         txn = self.transactions.get(u64(ttid))
         if txn is None or txn.clientNid != entry.nid or txn.tid is not None:
             raise TransactionNotFound(
@@ -501,12 +507,26 @@ class MasterNode(BaseNode):
         final = len(involved) == 1
         if final:
             txn.unlocked = involved
+        # Direct mode: the sole participant tells the client, one message
+        # sooner than we could.  Only when every transaction before is
+        # committed: the client was sent their invalidations, before this
+        # answer; the others hear of this one from us, and a sync waits
+        # for it (whenCommitted).
+        direct = bool(direct and final
+                      and self.transactions.queue[0] is txn)
+        if direct:
+            self._direct.add(txn)
+            # Nobody waits for it here: its client hears from the node.
+            txn.finished.addErrback(lambda _: None)
         for nid in involved:
             proto = self.nodes.get(nid).proto
             d = proto.ask(c.AskLockInformation, ttid=ttid, tid=p64(tid),
-                          final=final)
+                          final=final, notify=direct or None)
             d.addCallbacks(self._locked, self._lockFailed,
                            callbackArgs=(txn, nid), errbackArgs=(txn, nid))
+        if direct:
+            answer = {"tid": p64(tid), "direct": True}
+            return self._beginNext(answer, entry) if beginNext else answer
         if beginNext:
             return txn.finished.addCallback(self._beginNext, entry)
         return txn.finished
@@ -547,7 +567,32 @@ class MasterNode(BaseNode):
                                       ttid=p64(txn.ttid))
             txn.finished.callback({"tid": tid})
         if txns:
+            self._directDone(txns)
             self._checkStopped()
+
+    def whenCommitted(self):
+        """
+        A Deferred fired once every transaction finished in direct mode so
+        far is committed here (its client may know it already, from its
+        storage node, and tell others); None if there is none.
+        """
+        if not self._direct:
+            return None
+        d = defer.Deferred()
+        self._directWaiters.append((set(self._direct), d))
+        return d
+
+    def _directDone(self, txns):
+        if not self._direct:
+            return
+        self._direct.difference_update(txns)
+        waiting, self._directWaiters = self._directWaiters, []
+        for pending, d in waiting:
+            pending.difference_update(txns)
+            if pending:
+                self._directWaiters.append((pending, d))
+            else:
+                d.callback(None)
 
     def abort(self, entry, ttid):
         txn = self.transactions.get(u64(ttid))
@@ -633,9 +678,19 @@ class MasterHandler(amp.CommandLocator):
         return self.node.identify(self.proto, protocolVersion, cluster,
                                   nodeType, nid, address)
 
+    def _synced(self, answer):
+        """C{answer}, once a client's sync would see every commit its
+        sender may know of (L{MasterNode.whenCommitted})."""
+        entry = self.proto.peer
+        if entry is not None and entry.nodeType is NodeType.CLIENT:
+            d = self.node.whenCommitted()
+            if d is not None:
+                return d.addCallback(lambda _: answer())
+        return answer()
+
     @c.Ping.responder
     def ping(self):
-        return {}
+        return self._synced(dict)
 
     @c.AskBeginTransaction.responder
     def askBeginTransaction(self, tid=None):
@@ -648,9 +703,11 @@ class MasterHandler(amp.CommandLocator):
 
     @c.AskFinishTransaction.responder
     def askFinishTransaction(self, ttid, oids, checked, voted=None,
-                             beginNext=False, metaPartition=None):
+                             beginNext=False, metaPartition=None,
+                             direct=False):
         return self.node.finish(self._peer(NodeType.CLIENT), ttid, oids,
-                                checked, voted, beginNext, metaPartition)
+                                checked, voted, beginNext, metaPartition,
+                                direct)
 
     @c.AbortTransaction.responder
     def abortTransaction(self, ttid):
@@ -660,8 +717,11 @@ class MasterHandler(amp.CommandLocator):
     @c.AskLastTransaction.responder
     def askLastTransaction(self):
         self._peer()
-        lastTid = self.node.lastTid
-        return {"tid": p64(lastTid) if lastTid else None}
+
+        def answer():
+            lastTid = self.node.lastTid
+            return {"tid": p64(lastTid) if lastTid else None}
+        return self._synced(answer)
 
     @c.SetClusterState.responder
     def setClusterState(self, state):

@@ -226,6 +226,13 @@ class StorageNode(BaseNode, ClusterView):
         if proto.peer is not None and self.operational:
             self.txns.abortClient(proto.peer.nid)
 
+    def notifyFinished(self, clientNid, ttid, tid):
+        """Tell a client that its transaction is committed (the master
+        finished it in direct mode)."""
+        proto = self._clientsByNid.get(clientNid)
+        if proto is not None:
+            proto.notify(c.NotifyTransactionFinished, ttid=ttid, tid=tid)
+
     def _notifyDeadlock(self, txn, oid):
         proto = self._clientsByNid.get(txn.clientNid)
         if proto is not None:
@@ -298,8 +305,14 @@ class MasterHandler(MasterViewHandler):
         return {}
 
     @c.AskLockInformation.responder
-    def askLockInformation(self, ttid, tid, final=False):
+    def askLockInformation(self, ttid, tid, final=False, notify=False):
+        clientNid = self.node.txns.clientOf(ttid) if notify else None
         d = self.node.txns.lock(ttid, tid, final)
+        if clientNid is not None:
+            # Committed: the client first (it waits for this), then the
+            # master.
+            d.addCallback(lambda _: self.node.notifyFinished(clientNid, ttid,
+                                                             tid))
         return d.addCallback(lambda _: {})
 
     @c.NotifyUnlockInformation.responder

@@ -106,6 +106,11 @@ class TransactionManager:
             txn = self._txns[ttid] = StorageTransaction(ttid, clientNid)
         return txn
 
+    def clientOf(self, ttid):
+        """The nid of the client of a transaction in progress, or None."""
+        txn = self._txns.get(ttid)
+        return None if txn is None else txn.clientNid
+
     # -- Locks --------------------------------------------------------------
 
     @staticmethod
