@@ -14,6 +14,7 @@ from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
 from neo.client.bridge import Bridge
+from neo.lib.ids import p64
 from neo.protocols.errors import OidDoesNotExist, OidNotFound
 from neo.services.storage.config import StorageConfig
 from neo.services.storage.database import (
@@ -163,9 +164,9 @@ class BackendTests:
         db = self.open()
         self.call(db, "voteAndLock", 100, 110, P, None, [(P, 7, 0, b"x")])
         self.assertEqual(self.call(db, "lockedTransactions"), [(100, 110)])
-        with self.assertRaises(OidDoesNotExist):
-            self.call(db, "load", P, 7, None, None)
+        self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
         self.assertEqual(self.call(db, "unlockTransaction", 100), 110)
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
         self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
 
     def test_groupCommit(self):
@@ -251,14 +252,56 @@ class BackendTests:
                          (110, None, 0, b"y", False))
 
     def test_votedIsInvisible(self):
-        """Voted and locked data is not visible until unlocked."""
+        """Voted data is not visible; the lock writes it to the permanent
+        tables (clients wait for the unlock, in the node's memory), and
+        keeps it marked as locked until it is unlocked."""
         db = self.open()
         self.call(db, "vote", 100, P, None, [(P, 7, 0, b"x")])
-        self.call(db, "lockTransaction", 100, 110)
         with self.assertRaises(OidDoesNotExist):
             self.call(db, "load", P, 7, None, None)
         self.assertIsNone(self.call(db, "lastSerial", P, 7))
+        self.call(db, "lockTransaction", 100, 110)
+        self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
+        self.assertEqual(self.call(db, "lastSerial", P, 7), 110)
         self.assertEqual(self.call(db, "lockedTransactions"), [(100, 110)])
+        # Aborting it is refused: the decision is taken.
+        self.assertFalse(self.call(db, "abortTransaction", 100))
+        self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
+
+    def test_forgetLater(self):
+        """The mark of a transaction locked and then unlocked by the master
+        goes with the next commit step, or on its own once idle for
+        FORGET_DELAY; a mark left behind (a crash) is committed again by
+        recovery, which changes nothing."""
+        db = self.open()
+        meta = (b"u", b"d", b"e", p64(7))
+        self.call(db, "vote", 100, P, meta, [(P, 7, 0, b"x")])
+        self.call(db, "lockTransaction", 100, 110)
+        self.bridge.call(lambda: defer.succeed(db.forgetLater(100)))
+        self.assertEqual(self.call(db, "lockedTransactions"), [(100, 110)])
+        self.call(db, "commitVoted", 200, 210, P, None, [(P, 8, 0, b"y")])
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
+        # Idle: the delayed call drops it.
+        self.call(db, "vote", 300, P, None, [(P, 9, 0, b"z")])
+        self.call(db, "lockTransaction", 300, 310)
+        self.bridge.call(lambda: defer.succeed(db.forgetLater(300)))
+        call = db._forgetCall
+        self.assertTrue(call.active())
+        self.assertAlmostEqual(call.getTime() - call.seconds(),
+                               db.FORGET_DELAY, delta=0.5)
+        self.bridge.call(lambda: defer.succeed(call.cancel()))
+        self.call(db, "_forgetNow")
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
+        self.assertIsNone(db._forgetCall)
+        # A mark left behind.
+        self.call(db, "vote", 400, P, meta, [(P, 10, 0, b"w")])
+        self.call(db, "lockTransaction", 400, 410)
+        self.assertEqual(self.call(db, "finishRecovery"), 1)
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
+        for oid, data in ((7, b"x"), (8, b"y"), (9, b"z"), (10, b"w")):
+            self.assertEqual(self.call(db, "load", P, oid, None, None)[3],
+                             data)
+        self.assertEqual(self.dataRows(db), 4)
 
     def test_voteIsIdempotent(self):
         """A vote repeated (after a lost connection) replaces itself."""

@@ -80,6 +80,12 @@ class FakeDatabase:
             self.serials[oid] = tid
         return defer.succeed(None)
 
+    def forgetLater(self, ttid):
+        self.calls.append(("forgetLater", ttid))
+        tid = self.locked.pop(ttid)
+        for _, oid, _, _ in self.voted.pop(ttid):
+            self.serials[oid] = tid
+
     def commitTransaction(self, ttid, tid):
         self.calls.append(("commitTransaction", ttid, tid))
         for _, oid, _, _ in self.voted.pop(ttid):
@@ -661,7 +667,9 @@ class CommitTests(TransactionManagerTestCase):
         self.successResultOf(self.readable(B))
         self.successResultOf(self.tm.unlock(T1))
         self.successResultOf(reading)
-        self.assertEqual(self.db.callsOf("unlockTransaction"), [(1,)])
+        # Written by the lock: the unlock only drops its mark, later.
+        self.assertEqual(self.db.callsOf("forgetLater"), [(1,)])
+        self.assertEqual(self.db.callsOf("unlockTransaction"), [])
         self.assertEqual(self.db.serials[0xA], 7)
         self.assertEqual(len(self.tm), 0)
 

@@ -288,10 +288,20 @@ def _deleteTemporary(cur, ttid):
 
 
 def _lockTransaction(cur, ttid, tid):
+    """
+    Record the final TID (the durable commit decision), and write the
+    transaction to the permanent tables at once: its ttrans row stays, as
+    the mark of a locked transaction (verification commits such a
+    transaction on the nodes that only voted it), until L{_forget}.  Loads
+    of its objects wait for the master's unlock, in memory.
+    """
     cur.execute("UPDATE ttrans SET tid=? WHERE ttid=?", (tid, ttid))
+    _publish(cur, ttid)
 
 
-def _unlockTransaction(cur, ttid):
+def _publish(cur, ttid):
+    """Write a locked transaction's rows to the permanent tables (again:
+    idempotent); returns its TID, None if it is not locked here."""
     cur.execute("SELECT tid, meta FROM ttrans WHERE ttid=?", (ttid,))
     row = cur.fetchone()
     if row is None or row[0] is None:
@@ -304,8 +314,21 @@ def _unlockTransaction(cur, ttid):
                     " description, ext, ttid FROM ttrans WHERE ttid=?",
                     (tid, ttid))
     cur.execute("DELETE FROM tobj WHERE ttid=?", (ttid,))
-    cur.execute("DELETE FROM ttrans WHERE ttid=?", (ttid,))
     return tid
+
+
+def _unlockTransaction(cur, ttid):
+    tid = _publish(cur, ttid)
+    if tid is not None:
+        cur.execute("DELETE FROM ttrans WHERE ttid=?", (ttid,))
+    return tid
+
+
+def _forget(cur, ttids):
+    """Drop the marks of locked transactions (L{_lockTransaction}) that
+    the master unlocked."""
+    cur.executemany("DELETE FROM ttrans WHERE ttid=? AND tid IS NOT NULL",
+                    [(ttid,) for ttid in ttids])
 
 
 def _commitTransaction(cur, ttid, tid):
@@ -343,6 +366,11 @@ def _finishRecovery(cur):
     return len(rows)
 
 
+def _ignored():
+    """A Deferred whose failure is of no consequence."""
+    return defer.Deferred().addErrback(lambda _: None)
+
+
 #: The commit steps of a transaction the master decided to commit.
 _DECIDED = frozenset([_commitVoted, _voteAndLock, _lockTransaction,
                       _unlockTransaction, _commitTransaction])
@@ -365,6 +393,11 @@ class SQLBackend:
         #: Commit steps waiting for the one in progress: C{[(function,
         #: args, Deferred)]}, or None when none is in progress.
         self._waiting = None
+        #: Ttids of transactions locked and unlocked, whose marks are to
+        #: be dropped (L{forgetLater}), and the call that will if nothing
+        #: else does.
+        self._forgotten = []
+        self._forgetCall = None
         #: Why commit steps are refused: a step that locks or commits a
         #: decided transaction failed.  Its write locks were released
         #: before (L{TransactionManager.lock}), so later transactions may
@@ -401,6 +434,10 @@ class SQLBackend:
         return d
 
     def _runSteps(self, steps):
+        if self._forgotten:
+            # The marks of unlocked transactions go with the next step.
+            ttids, self._forgotten = self._forgotten, []
+            steps.insert(0, (_forget, (ttids,), _ignored()))
         if len(steps) == 1:
             function, args, _ = steps[0]
             run = self._run(function, *args).addCallback(lambda r: [r])
@@ -470,6 +507,9 @@ class SQLBackend:
         yield self._run(_reset)
 
     def close(self):
+        if self._forgetCall is not None:
+            self._forgetCall.cancel()
+            self._forgetCall = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -510,6 +550,29 @@ class SQLBackend:
 
     def unlockTransaction(self, ttid):
         return self._commitStep(_unlockTransaction, ttid)
+
+    #: Seconds after which the marks of unlocked transactions are dropped
+    #: by a step of their own, if no commit step took them along before.
+    FORGET_DELAY = 1.0
+
+    def forgetLater(self, ttid):
+        """
+        The master unlocked a transaction that L{lockTransaction} wrote:
+        drop its mark with the next commit step (or after
+        L{FORGET_DELAY}), instead of in a database step of its own.  A
+        mark left behind by a crash is harmless: verification commits the
+        transaction again, which changes nothing.
+        """
+        self._forgotten.append(ttid)
+        if self._forgetCall is None:
+            self._forgetCall = self._reactor.callLater(self.FORGET_DELAY,
+                                                       self._forgetNow)
+
+    def _forgetNow(self):
+        self._forgetCall = None
+        if self._forgotten and self._pool is not None:
+            ttids, self._forgotten = self._forgotten, []
+            self._commitStep(_forget, ttids).addErrback(lambda _: None)
 
     def commitTransaction(self, ttid, tid):
         return self._commitStep(_commitTransaction, ttid, tid)

@@ -47,10 +47,19 @@ class IStorageBackend(Interface):
         """L{vote} and L{lockTransaction} in one SQL transaction."""
 
     def lockTransaction(ttid, tid):
-        """Record the final TID of a voted transaction (durably)."""
+        """
+        Record the final TID of a voted transaction (durably), and write it
+        to the permanent tables; it stays marked as locked until
+        L{unlockTransaction} or L{forgetLater}.
+        """
 
     def unlockTransaction(ttid):
-        """Move a locked transaction to the permanent tables."""
+        """Finish moving a locked transaction to the permanent tables, and
+        drop its mark."""
+
+    def forgetLater(ttid):
+        """Drop the mark of a transaction locked here once convenient
+        (with the next commit step): the master unlocked it."""
 
     def commitTransaction(ttid, tid):
         """Lock and unlock at once, in one SQL transaction."""

@@ -508,7 +508,9 @@ class TransactionManager:
             elif commit:
                 d = self._db.commitTransaction(u64(ttid), u64(txn.tid))
             else:
-                d = self._db.unlockTransaction(u64(ttid))
+                # Written already (lock): only its mark is left to drop.
+                self._db.forgetLater(u64(ttid))
+                d = defer.succeed(None)
         except Exception:
             d = defer.fail()
 
