@@ -369,13 +369,13 @@ class TransactionManager:
         vote stays in memory (L{voteInMemory}).
         """
         try:
+            if not durable:
+                self.voteInMemory(txn, partition, metadata)
+                return defer.succeed(None)
             if not self._voting(txn):
                 return defer.succeed(None)
         except Exception:
             return defer.fail()
-        if not durable:
-            txn.inMemory = (partition, metadata)
-            return defer.succeed(None)
         try:
             d = self._db.vote(u64(txn.ttid), partition, metadata,
                               _objects(txn))
