@@ -52,9 +52,10 @@ class SerialThreadPoolTests(unittest.TestCase):
         still queued, then ends the thread."""
         gate = threading.Event()
         seen = []
-        self.pool.callInThread(gate.wait, WAIT)
+        ignore = lambda ok, result: None  # noqa: E731
+        self.pool.callInThreadWithCallback(ignore, gate.wait, WAIT)
         for i in range(100):
-            self.pool.callInThread(seen.append, i)
+            self.pool.callInThreadWithCallback(ignore, seen.append, i)
         thread = self.pool._thread
         gate.set()
         self.pool.stop()

@@ -58,9 +58,6 @@ class SerialThreadPool:
         """
         self._queue.put((onResult, function, args, kwargs))
 
-    def callInThread(self, function, *args, **kwargs):
-        self._queue.put((None, function, args, kwargs))
-
     def _work(self):
         get = self._queue.get
         while True:
@@ -76,10 +73,7 @@ class SerialThreadPool:
             # Nothing of the call may outlive it in this frame.
             del function, args, kwargs
             try:
-                if onResult is not None:
-                    onResult(ok, result)
-                elif not ok:
-                    log.failure("database call failed", result)
+                onResult(ok, result)
             except BaseException:
                 log.failure("the outcome of a database call was lost")
             del onResult, result

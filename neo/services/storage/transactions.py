@@ -466,12 +466,12 @@ class TransactionManager:
                 return self.unlock(ttid, commit=True)
             if txn.inMemory is None:
                 d = self._db.lockTransaction(u64(ttid), u64(tid))
-                return d.addCallback(_none)
-            # Not expected (such a vote is for a sole participant), but
-            # safe: the vote becomes durable with the lock.
-            partition, metadata = txn.inMemory
-            d = self._db.voteAndLock(u64(ttid), u64(tid), partition,
-                                     metadata, _objects(txn))
+            else:
+                # Not expected (such a vote is for a sole participant), but
+                # safe: the vote becomes durable with the lock.
+                partition, metadata = txn.inMemory
+                d = self._db.voteAndLock(u64(ttid), u64(tid), partition,
+                                         metadata, _objects(txn))
         except Exception:
             return defer.fail()
 
@@ -562,10 +562,6 @@ class TransactionManager:
         """Wait while a transaction being committed holds C{oid}."""
         while oid in self._readLocks:
             yield self._wait(self._readWaiters, oid)
-
-
-def _none(_):
-    return None
 
 
 def _objects(txn):
