@@ -10,11 +10,20 @@ thread (fills and invalidations), hence its lock; it evicts the least
 recently used objects beyond C{maxBytes}.
 """
 
+import bisect
 import threading
 from collections import OrderedDict
 
 #: Records larger than this fraction of the cache are not kept.
 _LARGEST = 0.5
+#: Revisions kept per object at most (the oldest go first): an object
+#: modified by every transaction would otherwise pile up its history, and
+#: make each store and invalidation of it slower.
+MAX_REVISIONS = 8
+
+
+def _tid(revision):
+    return revision[0]
 
 
 class RecordCache:
@@ -114,24 +123,29 @@ class RecordCache:
             self._store(oid, tid, next, data)
 
     def _store(self, oid, tid, next, data):
+        # Revisions are sorted by TID; only the last one may be current.
         if len(data) > self.maxBytes * _LARGEST:
             return
-        revisions = self._objects.setdefault(oid, [])
-        if next is None:
-            # An older revision still thought current is stale: its
-            # real end is unknown, so forget it.
-            for r in [r for r in revisions if r[1] is None and r[0] < tid]:
-                revisions.remove(r)
-                self.size -= len(r[2])
-        for r in revisions:
-            if r[0] == tid:
-                if r[1] is None and next is not None:
-                    r[1] = next
-                break
-        else:
-            revisions.append([tid, next, data])
-            revisions.sort(key=lambda r: r[0])
+        revisions = self._objects.get(oid)
+        if revisions is None:
+            revisions = self._objects[oid] = []
+        i = bisect.bisect_left(revisions, tid, key=_tid)
+        if i < len(revisions) and revisions[i][0] == tid:
+            r = revisions[i]
+            if r[1] is None and next is not None:
+                r[1] = next
+        elif next is not None or i == len(revisions):
+            if i and revisions[i - 1][1] is None:
+                # An older revision still thought current is stale: its
+                # real end is unknown, so forget it.
+                self.size -= len(revisions.pop(i - 1)[2])
+                i -= 1
+            revisions.insert(i, [tid, next, data])
             self.size += len(data)
+            if len(revisions) > MAX_REVISIONS:
+                self.size -= len(revisions.pop(0)[2])
+        # Else a late answer believed current, older than a revision known
+        # here: its real end is unknown, so it is not kept.
         self._objects.move_to_end(oid)
         self._evict()
 
@@ -144,9 +158,9 @@ class RecordCache:
                     loading[1].append(tid)
                 revisions = self._objects.get(oid)
                 if revisions:
-                    for r in revisions:
-                        if r[1] is None and r[0] < tid:
-                            r[1] = tid
+                    r = revisions[-1]
+                    if r[1] is None and r[0] < tid:
+                        r[1] = tid
 
     def clear(self):
         with self._lock:

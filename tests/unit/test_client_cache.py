@@ -2,7 +2,7 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from neo.client.cache import RecordCache
+from neo.client.cache import MAX_REVISIONS, RecordCache
 from neo.lib.ids import p64
 
 A, B, C = p64(0xA), p64(0xB), p64(0xC)
@@ -129,6 +129,44 @@ class InvalidateTests(CacheTestCase):
         self.cache.invalidate([A], T3)
         self.assertEqual(self.cache.loadBefore(A, T2), (b"one", T1, T2))
         self.assertEqual(self.cache.loadBefore(A, T3), (b"two", T2, T3))
+
+    def test_lateOlderCurrentNotKept(self):
+        """A late answer believing current a revision older than one known
+        here is not kept: its real end is unknown."""
+        self.cache.store(A, T3, None, b"three")
+        self.cache.store(A, T1, None, b"one")
+        self.assertIsNone(self.cache.loadSerial(A, T1))
+        self.assertIsNone(self.cache.loadBefore(A, T2))
+        self.assertEqual(self.cache.load(A), (b"three", T3))
+        self.cache.invalidate([A], T4)
+        self.assertEqual(self.cache.loadBefore(A, T4), (b"three", T3, T4))
+        self.assertSizeConsistent()
+
+    def test_closedRevisionAfterStaleCurrent(self):
+        """A closed revision newer than the one thought current drops it:
+        the end of that one is unknown."""
+        self.cache.store(A, T1, None, b"one")
+        self.cache.store(A, T3, T4, b"three")
+        self.assertIsNone(self.cache.loadSerial(A, T1))
+        self.assertIsNone(self.cache.load(A))
+        self.assertEqual(self.cache.loadBefore(A, T4), (b"three", T3, T4))
+        self.assertSizeConsistent()
+
+    def test_revisionsPerObjectBounded(self):
+        """An object modified again and again keeps its latest
+        MAX_REVISIONS revisions only, the current one among them."""
+        cache = self.cache = RecordCache(100000)
+        for n in range(1, 50):
+            cache.invalidate([A], p64(n))
+            cache.store(A, p64(n), None, b"%d" % n)
+        self.assertEqual(len(cache._objects[A]), MAX_REVISIONS)
+        self.assertEqual(cache.load(A), (b"49", p64(49)))
+        first = 50 - MAX_REVISIONS
+        self.assertEqual(cache.loadSerial(A, p64(first)), b"%d" % first)
+        self.assertIsNone(cache.loadSerial(A, p64(first - 1)))
+        self.assertEqual(cache.loadBefore(A, p64(45)),
+                         (b"44", p64(44), p64(45)))
+        self.assertSizeConsistent()
 
     def test_invalidateOlderTidIgnored(self):
         """An invalidation not after the current revision changes nothing."""
