@@ -195,6 +195,34 @@ class BackendTests:
         self.assertEqual(self.call(db, "lockedTransactions"), [])
         self.assertIsNone(db.broken)
 
+    def test_whenSettled(self):
+        """whenSettled fires at once when no commit step runs, else once
+        every step asked so far is done (even when one breaks the
+        backend)."""
+        db = self.open()
+        db.onBroken = lambda failure: None
+
+        def steps():
+            idle = db.whenSettled()
+            self.assertTrue(idle.called)
+            order = []
+            ds = [db.commitVoted(100, 110, P, None, [(P, 7, 0, b"a")]),
+                  db.commitVoted(200, 210, P, None,
+                                 [(P, 8, 0, "not bytes")]),
+                  db.commitVoted(300, 310, P, None, [(P, 9, 0, b"c")])]
+            for i, d in enumerate(ds):
+                d.addBoth(lambda _, i=i: order.append(i))
+            settled = db.whenSettled()
+            self.assertFalse(settled.called)
+            settled.addCallback(lambda _: order.append("settled"))
+            return defer.DeferredList([settled] + ds,
+                                      consumeErrors=True).addCallback(
+                lambda _: order)
+
+        self.assertEqual(self.bridge.call(steps), [0, 1, 2, "settled"])
+        self.assertIsNotNone(db.broken)
+        self.assertTrue(self.bridge.call(lambda: db.whenSettled().called))
+
     def test_failedCommitStopsCommits(self):
         """
         A step of a decided transaction that fails refuses every commit

@@ -400,6 +400,103 @@ class CommitPathTests(ClusterStorageTestBase):
                          [(True, self.serial)])
         self.assertEqual(app._finishing, {})
 
+    def holdCommitSteps(self):
+        """Hold the database steps of the commits from now on, on every
+        node, as if the database were slow; returns the function that
+        lets them run."""
+        from twisted.internet import defer
+        from neo.services.storage import database
+        gates = []
+        for node in self._cluster.storages:
+            def run(function, *args, run=node.db._run):
+                if function not in (database._commitVoted, database._steps):
+                    return run(function, *args)
+                gate = defer.Deferred()
+                gates.append(gate)
+                return gate.addCallback(lambda _: run(function, *args))
+            node.db._run = run
+
+        def release():
+            for node in self._cluster.storages:
+                del node.db._run
+            self._cluster.bridge.call(
+                lambda: [gate.callback(None) for gate in gates])
+        return release
+
+    def test_directFinishMasterHearsFirst(self):
+        """In direct mode the master hears of a commit once the node decided
+        it, not a database step later: the other clients are invalidated
+        meanwhile, and the objects stay read-locked until that step; the
+        committing client, promised durability, waits for it."""
+        import threading
+        from ZODB.Connection import TransactionMetaData
+        storage, other = self._storage, self._new_storage_client()
+        self.oid, self.serial = storage.new_oid(), None
+        self.commit(b"1")
+        first = self.serial
+        self.assertEqual(other.load(self.oid), (b"1", first))
+        release = self.holdCommitSteps()
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(self.oid, first, b"2", "", t)
+        storage.tpc_vote(t)
+        finished = []
+        finisher = threading.Thread(
+            target=lambda: finished.append(storage.tpc_finish(t)))
+        finisher.start()
+        try:
+            with other._app.lastTidMoved:
+                self.assertTrue(other._app.lastTidMoved.wait_for(
+                    lambda: other._app.lastTid > first, 10))
+            tid = other._app.lastTid
+            locked = self._cluster.bridge.call(lambda: [
+                node.txns.readLocked(self.oid)
+                for node in self._cluster.storages])
+            self.assertIn(True, locked)
+            self.assertEqual(finished, [])
+        finally:
+            release()
+            finisher.join(10)
+        self.assertEqual(finished, [tid])
+        self.assertEqual(other.load(self.oid), (b"2", tid))
+
+    def test_directFinishConfirmedWhenClusterStops(self):
+        """A commit still in a node's database when the cluster stops (the
+        master, who heard of it before, does not wait for that step) is
+        confirmed to its client before the node closes the connection."""
+        import threading
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        storage, cluster = self._storage, self._cluster
+        release = self.holdCommitSteps()
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(storage.new_oid(), z64, b"x", "", t)
+        storage.tpc_vote(t)
+        finished = []
+        finisher = threading.Thread(target=lambda: finished.append(
+            self.assertRaisesOrResult(storage.tpc_finish, t)))
+        finisher.start()
+        try:
+            # The master heard of the commit.
+            cluster.bridge.call(cluster._waitFor,
+                                lambda: not cluster.master._direct)
+            cluster.bridge.call(cluster.master.stopCluster)
+            cluster.bridge.call(cluster._waitFor, lambda: not any(
+                node.operational for node in cluster.storages))
+        finally:
+            release()
+            finisher.join(10)
+        self.assertEqual(len(finished), 1)
+        self.assertIsInstance(finished[0], bytes, finished[0])
+
+    @staticmethod
+    def assertRaisesOrResult(function, *args):
+        try:
+            return function(*args)
+        except Exception as e:
+            return e
+
     def test_directFinishNodeLost(self):
         """Should the node be lost before it confirms a commit in direct
         mode, tpc_finish fails with a clear error instead of waiting."""

@@ -405,6 +405,8 @@ class SQLBackend:
         self.broken = None
         #: Called once with the failure that broke the backend.
         self.onBroken = None
+        #: Deferreds fired once no commit step runs (L{whenSettled}).
+        self._settledWaiters = []
 
     def _start(self):
         raise NotImplementedError
@@ -446,13 +448,25 @@ class SQLBackend:
         run.addBoth(self._stepsDone, steps)
         run.addBoth(lambda _: self._nextSteps())
 
+    def whenSettled(self) -> defer.Deferred:
+        """A Deferred fired once no commit step runs (at once if none
+        does)."""
+        if self._waiting is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._settledWaiters.append(d)
+        return d
+
     def _nextSteps(self):
         steps, self._waiting = self._waiting, None
-        if not steps:
-            return
-        if self.broken is not None:
+        if steps and self.broken is not None:
             for _, _, d in steps:
                 d.errback(self._refusal())
+            steps = None
+        if not steps:
+            waiters, self._settledWaiters = self._settledWaiters, []
+            for d in waiters:
+                d.callback(None)
             return
         self._waiting = []
         self._runSteps(steps)

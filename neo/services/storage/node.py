@@ -114,6 +114,12 @@ class StorageNode(BaseNode, ClusterView):
 
     def stopService(self):
         self.operational = False
+        # As in stopOperation.
+        d = self.db.whenSettled()
+        d.addCallback(lambda _: self._stopService())
+        return d
+
+    def _stopService(self):
         closed = [p.whenDisconnected() for p in self._clients]
         for proto in list(self._clients):
             proto.close()
@@ -151,8 +157,11 @@ class StorageNode(BaseNode, ClusterView):
     def stopOperation(self):
         self.operational = False
         self.txns.clear()
-        for client in list(self._clients):
-            client.close()
+        # A commit in the database is finished first: its client waits for
+        # our notice (direct mode), which the master does not wait for.
+        clients = list(self._clients)
+        d = self.db.whenSettled()
+        d.addCallback(lambda _: [client.close() for client in clients])
 
     def shutdown(self):
         self.log.info("the cluster is stopping")
@@ -308,12 +317,21 @@ class MasterHandler(MasterViewHandler):
     def askLockInformation(self, ttid, tid, final=False, notify=False):
         clientNid = self.node.txns.clientOf(ttid) if notify else None
         d = self.node.txns.lock(ttid, tid, final)
-        if clientNid is not None:
-            # Committed: the client first (it waits for this), then the
-            # master.
-            d.addCallback(lambda _: self.node.notifyFinished(clientNid, ttid,
-                                                             tid))
-        return d.addCallback(lambda _: {})
+        if clientNid is None:
+            return d.addCallback(lambda _: {})
+        # Direct mode: the client hears of the commit from us, once it is
+        # in the database.
+        d.addCallback(lambda _: self.node.notifyFinished(clientNid, ttid, tid))
+        if not final or d.called:
+            return d.addCallback(lambda _: {})
+        # The master may tell the other clients at once, not a database
+        # step later: the transaction is decided here (should the database
+        # fail to commit it, this node stops), and loads of its oids wait
+        # for the database (read locks).  Its client, who was promised
+        # durability, waits for the notice above.
+        d.addErrback(lambda f: self.node.log.failure(
+            "commit of {ttid} failed", f, ttid=ttid))
+        return {}
 
     @c.NotifyUnlockInformation.responder
     def notifyUnlockInformation(self, ttid):
