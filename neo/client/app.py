@@ -85,6 +85,11 @@ class ClientTransaction:
         self.unresolvable = set()
         #: Told to forget it after a node gave it up (L{ClientApp._givenUp}).
         self.givenUp = False
+        #: Its only node answered its vote with conflicts: that node keeps
+        #: nothing of it once told to abort, and the master knows only its
+        #: begin, so that the retry that usually follows may take its
+        #: temporary TID over (L{ClientApp.abort}).
+        self.reusable = False
 
 
 class ClientApp(ClusterView):
@@ -689,6 +694,7 @@ class ClientApp(ClusterView):
             self.storeMany(txn, records)
         nids = txn.involved | set(metaNids)
         txn.voted = nids
+        txn.reusable = False
         oids = list(txn.data)
         if len(nids) == 1 and not txn.error and not txn.unsent:
             # One node only: vote right behind the stores, in the same
@@ -731,6 +737,7 @@ class ClientApp(ClusterView):
             answer = voted[0]
             if isinstance(answer, Failure):
                 answer.raiseException()
+            txn.reusable = not answer["voted"]
             if answer["voted"]:
                 txn.voting = True
                 return {}, {}
@@ -872,14 +879,27 @@ class ClientApp(ClusterView):
         if txn.ttid is None:
             return  # _begin tells the master when the ttid arrives.
         self._txnByTtid.pop(txn.ttid, None)
+        told = set()
         for nid in set(txn.protos) | txn.involved:
             proto = self._storages.get(nid)
             if proto is not None:
                 proto.notify(c.AbortTransaction, ttid=txn.ttid)
-        if self.master is not None:
-            self.master.notify(c.AbortTransaction, ttid=txn.ttid)
-            # Likely retried: begin the next one meanwhile.
-            self._beginAhead(self.master)
+                if proto is txn.protos.get(nid):
+                    told.add(nid)
+        master = self.master
+        if master is None:
+            return
+        if (txn.reusable and told == txn.voted and not txn.imposed
+                and master is txn.master and self._spare is None
+                and not self.readOnly):
+            # A conflict, likely retried: the retry takes this temporary
+            # TID over, the master none the wiser (the node it was voted on
+            # was told first, on the same connection).
+            self._spare = (master, defer.succeed(txn.ttid))
+            return
+        master.notify(c.AbortTransaction, ttid=txn.ttid)
+        # Likely retried: begin the next one meanwhile.
+        self._beginAhead(master)
 
     @defer.inlineCallbacks
     def sync(self):

@@ -518,6 +518,42 @@ class CommitPathTests(ClusterStorageTestBase):
         self.assertIn("lost while it committed", str(raised.exception))
         self.assertEqual(storage._app._finishing, {})
 
+    def test_conflictRetryTakesTheTtidOver(self):
+        """A transaction whose only node answered its vote with a conflict
+        leaves its temporary TID to the retry: the master hears neither of
+        the abort nor of a new begin, and the retry commits under it."""
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.POSException import ConflictError
+        storage, other = self._storage, self._new_storage_client()
+        self.oid, self.serial = storage.new_oid(), None
+        self.commit(b"1")
+        first = self.serial
+        t = TransactionMetaData()
+        other.tpc_begin(t)
+        other.store(self.oid, first, b"2", "", t)
+        other.tpc_vote(t)
+        second = other.tpc_finish(t)
+        storage.sync()
+        master = storage._app.master
+        told, notify = [], master.notify
+        master.notify = lambda command, **kwargs: (
+            told.append(command.__name__), notify(command, **kwargs))
+        asked = self.recordMasterCommands()
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        ttid = storage._call(storage._app.whenBegun, storage._txns[t])
+        storage.store(self.oid, first, b"3", "", t)
+        with self.assertRaises(ConflictError):
+            storage.tpc_vote(t)
+        storage.tpc_abort(t)
+        self.serial = second
+        self.assertEqual(self.commit(b"3"), ttid)
+        self.assertEqual((asked, told), (["AskFinishTransaction"], []))
+        self.assertEqual(storage.load(self.oid), (b"3", self.serial))
+        storage.sync()
+        for node in self._cluster.storages:
+            self.assertEqual(self._cluster.bridge.call(len, node.txns), 0)
+
     def test_beginAskedByFirstOperation(self):
         """tpc_begin asks nothing: a transaction aborted before any store
         leaves the one begun ahead for the next."""
