@@ -350,6 +350,58 @@ class LockOrderTests(TransactionManagerTestCase):
         self.successResultOf(self.tm.abort(T2))
         self.assertIsNone(self.successResultOf(d3))
 
+    def batch(self, txn, *oids):
+        return self.tm.storeBatch(
+            txn, [(oid, S5, 0, b"batch") for oid in oids],
+            lambda oid: PARTITION)
+
+    def test_batchTakesNoLockWhileWaiting(self):
+        """
+        A batch is stored in oid order, and from a store that waits on, one
+        after the other: while it waits for a lock, it holds none of the
+        later oids, which others may take meanwhile; it is pending until
+        its last store is done.
+        """
+        C = p64(0xC)
+        self.db.serials[0xC] = 5
+        self.tm.maxOid = 0xC
+        for oid in (A, B, C):
+            self.tm._remember(oid, S5)
+        t1, t2, t3 = self.begin(T1), self.begin(T2), self.begin(T3)
+        self.successResultOf(self.store(t1, B))
+        waiting, d = self.batch(t2, C, B, A)
+        locks = self.tm._locks
+        self.assertEqual([record[0] for record in waiting], [B, C])
+        self.assertIs(locks[A], t2)  # at once, before B
+        self.assertNoResult(d)
+        self.assertTrue(t2.pending)
+        # C is free: another takes it while t2 waits for B.
+        self.assertEqual(self.batch(t3, C), ((), None))
+        self.assertIs(locks[C], t3)
+        self.successResultOf(self.tm.abort(T1))
+        self.assertIs(locks[B], t2)
+        self.assertIs(locks[C], t3)
+        self.assertNoResult(d)
+        self.successResultOf(self.tm.abort(T3))
+        self.assertEqual(self.successResultOf(d),
+                         [(True, None), (True, None)])
+        self.assertEqual([locks[oid] for oid in (A, B, C)], [t2] * 3)
+        self.assertFalse(t2.pending)
+
+    def test_batchStoresDoneAtOnceInALoop(self):
+        """A long batch whose stores are all done at once, once the first
+        waited, runs them in a loop, not a recursion."""
+        t1, t2 = self.begin(T1), self.begin(T2)
+        self.tm.maxOid = 0
+        oids = [p64(0x100 + i) for i in range(3000)]
+        self.successResultOf(self.store(t1, oids[0], serial=ZERO))
+        waiting, d = self.tm.storeBatch(
+            t2, [(oid, ZERO, 0, b"x") for oid in oids],
+            lambda oid: PARTITION)
+        self.assertEqual(len(waiting), 3000)
+        self.successResultOf(self.tm.abort(T1))
+        self.assertEqual(self.successResultOf(d), [(True, None)] * 3000)
+
     def test_abortWhileWaiting(self):
         """A transaction aborted while waiting for a lock fails its store
         at once, without taking the lock, which its holder keeps."""

@@ -394,18 +394,11 @@ class ClientHandler(amp.CommandLocator):
         Store a batch; returns the answer, or a Deferred of it when some
         stores wait (for a lock, or a serial from the database).
         """
-        txns = self.node.txns
-        partitionOf = self.node.partitionOf
         records = c.unpackRecords(records)
-        waiting = [record for record in records
-                   if not txns.storeNow(txn, partitionOf(record[0]), *record)]
-        if not waiting:
+        waiting, d = self.node.txns.storeBatch(txn, records,
+                                               self.node.partitionOf)
+        if d is None:
             return self._stored(txn, records, (), ())
-        d = defer.DeferredList(
-            [txns.track(txn, txns.store(txn, partitionOf(oid), oid, serial,
-                                        compression, data))
-             for oid, serial, compression, data in waiting],
-            consumeErrors=True)
         return d.addCallback(
             lambda results: self._stored(txn, records, waiting, results))
 

@@ -297,6 +297,49 @@ class TransactionManager:
             txn.stores.pop(oid, None)
         return conflict
 
+    def storeBatch(self, txn, records, partitionOf):
+        """
+        Store C{records} (C{(oid, serial, compression, data)}) in oid
+        order: those that need no wait at once (L{storeNow}), and from the
+        first that waits (for a lock, or a serial from the database) on,
+        one after the other.  A transaction waiting for a lock so takes no
+        other meanwhile, which the transactions waiting for that other
+        would wait for too.
+
+        Returns the records that waited and a Deferred of their outcomes
+        (C{(success, result or failure)}, as a DeferredList's), or
+        C{((), None)} if none waited.  The batch counts as pending
+        (L{track}) until its last store is done.
+        """
+        waiting = []
+        for record in sorted(records):
+            if waiting or not self.storeNow(txn, partitionOf(record[0]),
+                                            *record):
+                waiting.append(record)
+        if not waiting:
+            return (), None
+        results = []
+        pending = self.track(txn, defer.Deferred())
+        done = defer.Deferred()
+
+        def storeNext(_=None):
+            # A loop through the stores done at once, not a recursion.
+            while len(results) < len(waiting):
+                i = len(results)
+                oid, serial, compression, data = waiting[i]
+                d = self.track(txn, self.store(txn, partitionOf(oid), oid,
+                                               serial, compression, data))
+                d.addCallbacks(
+                    lambda result: results.append((True, result)),
+                    lambda failure: results.append((False, failure)))
+                if len(results) == i:
+                    d.addCallback(storeNext)  # once it is done
+                    return
+            pending.callback(None)
+            done.callback(results)
+        storeNext()
+        return waiting, done
+
     def doom(self, txn):
         """
         Give up a transaction that can only be aborted: release its locks
