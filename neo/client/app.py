@@ -296,8 +296,9 @@ class ClientApp(ClusterView):
     def _storageLost(self, nid, proto):
         if self._storages.get(nid) is proto:
             del self._storages[nid]
-        for node, d in list(self._finishing.values()):
-            if node == nid and not d.called:
+        for waiters in list(self._finishing.values()):
+            d = waiters.get(nid)
+            if d is not None and not d.called:
                 d.errback(ClusterError(
                     f"the connection to {formatNid(nid)} was lost while it"
                     " committed the transaction"))
@@ -816,14 +817,14 @@ class ClientApp(ClusterView):
         if master is not getattr(txn, "master", None):
             raise ClusterError("the connection to the master was lost"
                                " during the commit")
-        # Voted on one node (still connected): it may tell us of the
-        # commit itself, a message sooner than the master (direct mode).
-        direct = None
-        if len(txn.voted) == 1:
-            nid, = txn.voted
-            if self._storages.get(nid) is txn.protos.get(nid) is not None:
-                direct = defer.Deferred()
-                self._finishing[txn.ttid] = (nid, direct)
+        # The nodes voted on (still connected) may tell us of the commit
+        # themselves, a message sooner than the master (direct mode).
+        waiters = None
+        if txn.voted and all(
+                self._storages.get(nid) is txn.protos.get(nid) is not None
+                for nid in txn.voted):
+            waiters = self._finishing[txn.ttid] = {
+                nid: defer.Deferred() for nid in txn.voted}
         try:
             answer = yield master.ask(c.AskFinishTransaction, ttid=txn.ttid,
                                       oids=list(txn.data),
@@ -831,17 +832,26 @@ class ClientApp(ClusterView):
                                       voted=sorted(txn.voted),
                                       beginNext=self._spare is None,
                                       metaPartition=txn.metaPartition,
-                                      direct=direct is not None or None)
+                                      direct=waiters is not None or None)
             if answer["direct"]:
-                tid = yield direct
-                if tid != answer["tid"]:
-                    raise ClusterError(
-                        f"{formatNid(nid)} committed transaction"
-                        f" {u64(txn.ttid):#x} under TID {u64(tid):#x}, not"
-                        f" {u64(answer['tid']):#x} as the master said")
+                try:
+                    tids = yield defer.DeferredList(
+                        list(waiters.values()), fireOnOneErrback=True,
+                        consumeErrors=True)
+                except defer.FirstError as e:
+                    e.subFailure.raiseException()
+                for nid, (_, tid) in zip(waiters, tids):
+                    if tid != answer["tid"]:
+                        raise ClusterError(
+                            f"{formatNid(nid)} committed transaction"
+                            f" {u64(txn.ttid):#x} under TID {u64(tid):#x},"
+                            f" not {u64(answer['tid']):#x} as the master"
+                            " said")
         finally:
             self._txnByTtid.pop(txn.ttid, None)
             self._finishing.pop(txn.ttid, None)
+            for d in (waiters or {}).values():
+                d.addErrback(lambda _: None)  # a node lost, not waited for
         tid = answer["tid"]
         if answer["nextTtid"] is not None:
             if self._spare is None and master is self.master:
@@ -869,10 +879,11 @@ class ClientApp(ClusterView):
     def transactionFinished(self, proto, ttid, tid):
         """A storage node committed a transaction finished in direct
         mode."""
-        waiting = self._finishing.get(ttid)
-        if waiting is not None and proto.peer is not None \
-                and waiting[0] == proto.peer.nid and not waiting[1].called:
-            waiting[1].callback(tid)
+        waiters = self._finishing.get(ttid)
+        if waiters is not None and proto.peer is not None:
+            d = waiters.get(proto.peer.nid)
+            if d is not None and not d.called:
+                d.callback(tid)
 
     def abort(self, txn):
         txn.aborted = True

@@ -1009,10 +1009,41 @@ class TransactionTests(MasterTestCase):
         # Nothing in direct mode: a sync is answered at once.
         self.successResultOf(self.ask(self.other, c.Ping))
 
+    def test_directFinishSeveralParticipants(self):
+        """
+        Several participants: in direct mode as well when the client voted
+        on them all; every lock says so, and the master tells the others
+        once both nodes answered.  Not when the nodes voted on are not the
+        participants (the client would wait for the wrong ones).
+        """
+        self.holdLocks()
+        ttid = self.begin()
+        oids = onStorage(S1, 1) + onStorage(S2, 1)
+        answer = self.successResultOf(self.finish(
+            ttid, oids=oids, voted=[S1, S2], direct=True))
+        self.assertTrue(answer["direct"])
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.notifies, [(ttid, True)])
+        self.s1.fake.release(ttid)
+        self.settle()
+        self.assertEqual(self.other.fake.named("InvalidateObjects"), [])
+        self.s2.fake.release(ttid)
+        self.settle()
+        self.assertEqual(self.other.fake.named("InvalidateObjects"),
+                         [{"tid": answer["tid"], "oids": oids}])
+        for peer in (self.s1, self.s2):
+            peer.fake.holdLocks = False
+        ttid = self.begin()
+        oids = onStorage(S1, 1)
+        d = self.finish(ttid, oids=oids, voted=[S1, S2], direct=True,
+                        metaPartition=u64(oids[0]) % PARTITIONS)
+        self.settle()
+        self.assertIsNone(self.successResultOf(d)["direct"])
+
     def test_directOnlyAtQueueHead(self):
         """Not in direct mode when a transaction before it is still being
-        committed (the client must hear of that one first), nor with
-        several participants, nor unless asked."""
+        committed (the client must hear of that one first), nor without
+        the nodes voted on, nor unless asked."""
         self.holdLocks()
         first = self.begin(self.other)
         d1 = self.finish(first, oids=[p64(1), p64(2)], client=self.other)

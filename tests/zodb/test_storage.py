@@ -798,6 +798,47 @@ class ParticipantTests(ClusterStorageTestBase):
             self.assertEqual(storage.load(oid), (b"x", tid))
 
 
+    def test_directFinishSeveralNodes(self):
+        """A commit on several storage nodes is confirmed to the client by
+        each of them (direct mode), with the TID tpc_finish returns."""
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        storage = self._storage
+        app = storage._app
+        heard, finished = [], app.transactionFinished
+        app.transactionFinished = lambda proto, ttid, tid: (
+            heard.append((proto.peer.nid, tid)),
+            finished(proto, ttid, tid))
+        answers, ask = [], app.master.ask
+
+        def recording(command, **kwargs):
+            d = ask(command, **kwargs)
+            if command is c.AskFinishTransaction:
+                d.addCallback(lambda a: answers.append(a) or a)
+            return d
+        app.master.ask = recording
+        oids, nodes = [], set()
+        while len(nodes) < 2:
+            oid = storage.new_oid()
+            partition = app.pt.partitionOf(oid)
+            nid, = app.pt.writable(partition, app._running())
+            if nid not in nodes:
+                nodes.add(nid)
+                oids.append(oid)
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        for oid in oids:
+            storage.store(oid, z64, b"x", "", t)
+        storage.tpc_vote(t)
+        tid = storage.tpc_finish(t)
+        self.assertEqual(sorted(heard), sorted((nid, tid) for nid in nodes))
+        self.assertEqual([(a["direct"], a["tid"]) for a in answers],
+                         [(True, tid)])
+        self.assertEqual(app._finishing, {})
+        for oid in oids:
+            self.assertEqual(storage.load(oid), (b"x", tid))
+
+
 class ReconnectionTests(ClusterStorageTestBase):
     """The client across the loss and return of a storage node."""
 

@@ -507,12 +507,14 @@ class MasterNode(BaseNode):
         final = len(involved) == 1
         if final:
             txn.unlocked = involved
-        # Direct mode: the sole participant tells the client, one message
-        # sooner than we could.  Only when every transaction before is
-        # committed: the client was sent their invalidations, before this
-        # answer; the others hear of this one from us, and a sync waits
-        # for it (whenCommitted).
-        direct = bool(direct and final
+        # Direct mode: the participants tell the client, one message sooner
+        # than we could.  Only when every transaction before is committed:
+        # the client was sent their invalidations, before this answer; the
+        # others hear of this one from us, and a sync waits for it
+        # (whenCommitted).  The client waits for the nodes it voted on: all
+        # of them must take part.
+        direct = bool(direct and voted is not None
+                      and involved == set(voted)
                       and self.transactions.queue[0] is txn)
         if direct:
             self._direct.add(txn)
