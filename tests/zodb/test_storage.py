@@ -382,20 +382,11 @@ class CommitPathTests(ClusterStorageTestBase):
         node (direct mode): the master's answer says so, and the node's
         notification carries the TID tpc_finish returns."""
         app = self._storage._app
-        heard, finished = [], app.transactionFinished
-        app.transactionFinished = lambda proto, ttid, tid: (
-            heard.append((ttid, tid)), finished(proto, ttid, tid))
-        answers, ask = [], app.master.ask
-
-        def recording(command, **kwargs):
-            d = ask(command, **kwargs)
-            if command is c.AskFinishTransaction:
-                d.addCallback(lambda a: answers.append(a) or a)
-            return d
-        app.master.ask = recording
+        heard, answers = recordDirectFinish(app)
         self.oid, self.serial = self._storage.new_oid(), None
         ttid = self.commit(b"1")
-        self.assertEqual(heard, [(ttid, self.serial)])
+        self.assertEqual([(t, tid) for _, t, tid in heard],
+                         [(ttid, self.serial)])
         self.assertEqual([(a["direct"], a["tid"]) for a in answers],
                          [(True, self.serial)])
         self.assertEqual(app._finishing, {})
@@ -586,6 +577,24 @@ class CommitPathTests(ClusterStorageTestBase):
         asked = self.recordMasterCommands()
         self.commit(b"2")
         self.assertEqual(asked, ["AskFinishTransaction"])
+
+
+def recordDirectFinish(app):
+    """Record, for a client app, the nodes' notices of commits in direct
+    mode (C{(nid, ttid, tid)}) and the master's answers to finishes."""
+    heard, finished = [], app.transactionFinished
+    app.transactionFinished = lambda proto, ttid, tid: (
+        heard.append((proto.peer.nid, ttid, tid)),
+        finished(proto, ttid, tid))
+    answers, ask = [], app.master.ask
+
+    def recording(command, **kwargs):
+        d = ask(command, **kwargs)
+        if command is c.AskFinishTransaction:
+            d.addCallback(lambda a: answers.append(a) or a)
+        return d
+    app.master.ask = recording
+    return heard, answers
 
 
 def commitRecords(storage, records):
@@ -805,18 +814,7 @@ class ParticipantTests(ClusterStorageTestBase):
         from ZODB.utils import z64
         storage = self._storage
         app = storage._app
-        heard, finished = [], app.transactionFinished
-        app.transactionFinished = lambda proto, ttid, tid: (
-            heard.append((proto.peer.nid, tid)),
-            finished(proto, ttid, tid))
-        answers, ask = [], app.master.ask
-
-        def recording(command, **kwargs):
-            d = ask(command, **kwargs)
-            if command is c.AskFinishTransaction:
-                d.addCallback(lambda a: answers.append(a) or a)
-            return d
-        app.master.ask = recording
+        heard, answers = recordDirectFinish(app)
         oids, nodes = [], set()
         while len(nodes) < 2:
             oid = storage.new_oid()
@@ -831,7 +829,8 @@ class ParticipantTests(ClusterStorageTestBase):
             storage.store(oid, z64, b"x", "", t)
         storage.tpc_vote(t)
         tid = storage.tpc_finish(t)
-        self.assertEqual(sorted(heard), sorted((nid, tid) for nid in nodes))
+        self.assertEqual(sorted((nid, t) for nid, _, t in heard),
+                         sorted((nid, tid) for nid in nodes))
         self.assertEqual([(a["direct"], a["tid"]) for a in answers],
                          [(True, tid)])
         self.assertEqual(app._finishing, {})
