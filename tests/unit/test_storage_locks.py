@@ -388,6 +388,20 @@ class LockOrderTests(TransactionManagerTestCase):
         self.assertEqual([locks[oid] for oid in (A, B, C)], [t2] * 3)
         self.assertFalse(t2.pending)
 
+    def test_batchDatabaseWaitsTogether(self):
+        """Stores of a batch that only wait for a serial from the database
+        (their locks free) go on together."""
+        txn = self.begin(T1)
+        paused = self.db.pause("lastSerial")
+        waiting, d = self.batch(txn, B, A)
+        self.assertEqual([record[0] for record in waiting], [A, B])
+        self.assertEqual(self.db.callsOf("lastSerial"),
+                         [(PARTITION, 0xA), (PARTITION, 0xB)])
+        self.assertNoResult(d)
+        paused.callback(None)
+        self.assertEqual(self.successResultOf(d),
+                         [(True, None), (True, None)])
+
     def test_batchStoresDoneAtOnceInALoop(self):
         """A long batch whose stores are all done at once, once the first
         waited, runs them in a loop, not a recursion."""

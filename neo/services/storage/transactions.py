@@ -300,11 +300,12 @@ class TransactionManager:
     def storeBatch(self, txn, records, partitionOf):
         """
         Store C{records} (C{(oid, serial, compression, data)}) in oid
-        order: those that need no wait at once (L{storeNow}), and from the
-        first that waits (for a lock, or a serial from the database) on,
-        one after the other.  A transaction waiting for a lock so takes no
-        other meanwhile, which the transactions waiting for that other
-        would wait for too.
+        order: those that need no wait at once (L{storeNow}), the others
+        as L{store} does, each once those before it hold their locks.  A
+        transaction waiting for a lock so takes no other meanwhile, which
+        the transactions waiting for that other would wait for too (while
+        stores that only wait for a serial from the database go on
+        together).
 
         Returns the records that waited and a Deferred of their outcomes
         (C{(success, result or failure)}, as a DeferredList's), or
@@ -318,26 +319,33 @@ class TransactionManager:
                 waiting.append(record)
         if not waiting:
             return (), None
-        results = []
+        results = [None] * len(waiting)
+        left = [len(waiting)]
         pending = self.track(txn, defer.Deferred())
         done = defer.Deferred()
 
-        def storeNext(_=None):
-            # A loop through the stores done at once, not a recursion.
-            while len(results) < len(waiting):
-                i = len(results)
+        def finished(outcome, i):
+            results[i] = outcome
+            left[0] -= 1
+            if not left[0]:
+                pending.callback(None)
+                done.callback(results)
+
+        def storeFrom(i):
+            # A loop through the stores that take their lock at once.
+            for i in range(i, len(waiting)):
                 oid, serial, compression, data = waiting[i]
+                holder = self._locks.get(oid)
                 d = self.track(txn, self.store(txn, partitionOf(oid), oid,
                                                serial, compression, data))
-                d.addCallbacks(
-                    lambda result: results.append((True, result)),
-                    lambda failure: results.append((False, failure)))
-                if len(results) == i:
-                    d.addCallback(storeNext)  # once it is done
+                d.addCallbacks(lambda result, i=i: finished((True, result), i),
+                               lambda failure, i=i: finished((False, failure),
+                                                             i))
+                if results[i] is None and holder not in (None, txn):
+                    # It waits for that lock: the next ones once it is done.
+                    d.addCallback(lambda _, i=i: storeFrom(i + 1))
                     return
-            pending.callback(None)
-            done.callback(results)
-        storeNext()
+        storeFrom(0)
         return waiting, done
 
     def doom(self, txn):
