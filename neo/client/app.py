@@ -127,6 +127,11 @@ class ClientApp(ClusterView):
         #: C{{ttid: (nid, Deferred)}}: transactions finishing in direct
         #: mode, waiting for their storage node (L{finish}).
         self._finishing = {}
+        #: C{{ttid: tid}} of the commits in direct mode whose nodes' word
+        #: is awaited, and the invalidations of later commits held back
+        #: until then (L{invalidate}).
+        self._finishingTids = {}
+        self._heldInvalidations = []
         #: C{(master, Deferred of a ttid or None)}: a transaction begun
         #: ahead, for the next commit.
         self._spare = None
@@ -221,6 +226,13 @@ class ClientApp(ClusterView):
         return self._link.stopService()
 
     def invalidate(self, tid, oids):
+        if any(t < tid for t in self._finishingTids.values()):
+            # A later commit, heard of before the nodes' word on one of
+            # ours (the master may hear of that one before a node wrote
+            # it): processed after ours, in TID order, so that neither
+            # the cache nor lastTid gets ahead of ZODB's callback.
+            self._heldInvalidations.append((tid, oids))
+            return
         with self.lastTidLock:
             self.cache.invalidate(oids, tid)
             if self.db is not None:
@@ -811,8 +823,19 @@ class ClientApp(ClusterView):
         self._storedMany(answer, txn, nid)
         return answer
 
-    @defer.inlineCallbacks
     def finish(self, txn, callback=None):
+        d = self._finish(txn, callback)
+        return d.addBoth(self._finished, txn.ttid)
+
+    def _finished(self, result, ttid):
+        if self._finishingTids.pop(ttid, None) is not None:
+            held, self._heldInvalidations = self._heldInvalidations, []
+            for tid, oids in held:
+                self.invalidate(tid, oids)
+        return result
+
+    @defer.inlineCallbacks
+    def _finish(self, txn, callback):
         master = self._masterOrFail()
         if master is not getattr(txn, "master", None):
             raise ClusterError("the connection to the master was lost"
@@ -834,6 +857,7 @@ class ClientApp(ClusterView):
                                       metaPartition=txn.metaPartition,
                                       direct=waiters is not None or None)
             if answer["direct"]:
+                self._finishingTids[txn.ttid] = answer["tid"]
                 try:
                     tids = yield defer.DeferredList(
                         list(waiters.values()), fireOnOneErrback=True,

@@ -451,6 +451,55 @@ class CommitPathTests(ClusterStorageTestBase):
         self.assertEqual(finished, [tid])
         self.assertEqual(other.load(self.oid), (b"2", tid))
 
+    def test_laterInvalidationWaitsForOwnCommit(self):
+        """
+        The invalidation of a later commit that reaches the client before
+        the node's word on its own commit in direct mode (the master hears
+        of a commit before the node's database step) waits for it: the
+        client's last TID, its cache and ZODB's callback follow TID order.
+        """
+        import threading
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        storage, other = self._storage, self._new_storage_client()
+        mine, theirs = storage.new_oid(), other.new_oid()
+        app = storage._app
+        moves, advance = [], app._advance
+        app._advance = lambda tid: (moves.append(tid), advance(tid))
+        release = self.holdCommitSteps()
+        threads, tids = [], {}
+        try:
+            for name, client, oid in (("mine", storage, mine),
+                                      ("theirs", other, theirs)):
+                t = TransactionMetaData()
+                client.tpc_begin(t)
+                client.store(oid, z64, name.encode(), "", t)
+                client.tpc_vote(t)
+                thread = threading.Thread(
+                    target=lambda c=client, t=t, n=name:
+                    tids.__setitem__(n, c.tpc_finish(t)))
+                thread.start()
+                threads.append(thread)
+                # The master heard of it (its lock was answered).
+                self._cluster.bridge.call(
+                    self._cluster._waitFor,
+                    lambda: not self._cluster.master._direct)
+            # The later commit's invalidation reaches this client.
+            self._cluster.bridge.call(self._cluster._waitFor, lambda: (
+                app._heldInvalidations or moves))
+            held = self._cluster.bridge.call(
+                lambda: list(app._heldInvalidations))
+            self.assertEqual([oids for _, oids in held], [[theirs]])
+            self.assertEqual(moves, [])
+        finally:
+            release()
+            for thread in threads:
+                thread.join(10)
+        self.assertLess(tids["mine"], tids["theirs"])
+        storage.sync()
+        self.assertEqual(moves, [tids["mine"], tids["theirs"]])
+        self.assertEqual(app._heldInvalidations, [])
+
     def test_directFinishConfirmedWhenClusterStops(self):
         """A commit still in a node's database when the cluster stops (the
         master, who heard of it before, does not wait for that step) is
