@@ -454,6 +454,15 @@ class SQLiteBackendTests(BackendTests, unittest.TestCase):
             self.commit(db, 100 + i, 110 + i, [(P, i, 0, os.urandom(50000))])
         self.assertEqual(os.path.getsize(db.path), size)
         self.assertGreater(os.path.getsize(db.path + "-wal"), 200000)
+        # Or once enough bytes were written, whatever the number of steps.
+        del started[:]
+        db.CHECKPOINT_BYTES = db.written - db._checkpointedAt + 120000
+        self.commit(db, 106, 116, [(P, 6, 0, os.urandom(50000))])
+        self.assertEqual(started, [])
+        self.commit(db, 107, 117, [(P, 7, 0, os.urandom(80000))])
+        self.assertEqual(len(started), 1)
+        self.bridge.call(lambda: defer.gatherResults(started))
+        self.assertGreater(os.path.getsize(db.path), size + 200000)
 
     def test_foreignDatabase(self):
         """A database not made by NEO is refused, not changed."""

@@ -548,16 +548,25 @@ class SQLBackend:
     def load(self, partition, oid, serial=None, before=None, maxSize=None):
         return self._run(_load, partition, oid, serial, before, maxSize)
 
+    #: Bytes of records given to commit steps so far.
+    written = 0
+
+    def _writing(self, objects):
+        self.written += sum(len(o[3]) for o in objects if o[3] is not None)
+
     def vote(self, ttid, partition, metadata, objects):
+        self._writing(objects)
         return self._commitStep(_vote, ttid, partition, metadata, objects)
 
     def commitVoted(self, ttid, tid, partition, metadata, objects):
+        self._writing(objects)
         return self._commitStep(_commitVoted, ttid, tid, partition, metadata,
-                         objects)
+                                objects)
 
     def voteAndLock(self, ttid, tid, partition, metadata, objects):
+        self._writing(objects)
         return self._commitStep(_voteAndLock, ttid, tid, partition, metadata,
-                         objects)
+                                objects)
 
     def lockTransaction(self, ttid, tid):
         return self._commitStep(_lockTransaction, ttid, tid)

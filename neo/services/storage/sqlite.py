@@ -96,15 +96,21 @@ class SQLiteBackend(SQLBackend):
 
     Commits append to the write-ahead log; copying it back into the
     database (a checkpoint, which syncs the file to disk: several
-    milliseconds here) is done in the background every L{CHECKPOINT_EVERY}
-    commit steps, on a connection of its own, instead of by the commit
-    that happens to fill the log, which would wait for it.
+    milliseconds here, during which commits are slower) is done in the
+    background every L{CHECKPOINT_EVERY} commit steps, or as soon as
+    L{CHECKPOINT_BYTES} of records were written, on a connection of its
+    own, instead of by the commit that happens to fill the log, which
+    would wait for it.
     """
 
     dialect = SQLiteDialect()
 
-    #: Commit steps between two checkpoints in the background.
-    CHECKPOINT_EVERY = 64
+    #: Commit steps between two checkpoints in the background, at most.
+    CHECKPOINT_EVERY = 1024
+    #: Bytes of records written from which the log is checkpointed in the
+    #: background (a quarter of the log that makes a commit checkpoint it:
+    #: L{WAL_PAGES}).
+    CHECKPOINT_BYTES = WAL_PAGES * 4096 // 4
 
     def __init__(self, path, cluster, reactor):
         super().__init__(cluster, reactor)
@@ -113,8 +119,10 @@ class SQLiteBackend(SQLBackend):
         self._checkpointPool = None
         #: The Deferred of the checkpoint in progress, if any.
         self._checkpointing = None
-        #: Commit steps since the last checkpoint.
+        #: Commit steps since the last checkpoint, and the bytes of
+        #: records written before it (L{SQLBackend.written}).
         self._uncheckpointed = 0
+        self._checkpointedAt = 0
 
     def _start(self):
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -134,14 +142,16 @@ class SQLiteBackend(SQLBackend):
 
     def _nextSteps(self):
         self._uncheckpointed += 1
-        if (self._uncheckpointed >= self.CHECKPOINT_EVERY
-                and self._checkpointing is None
-                and self._checkpointPool is not None):
+        if (self._checkpointing is None and self._checkpointPool is not None
+                and (self._uncheckpointed >= self.CHECKPOINT_EVERY
+                     or self.written - self._checkpointedAt
+                     >= self.CHECKPOINT_BYTES)):
             self._checkpoint()
         super()._nextSteps()
 
     def _checkpoint(self):
         self._uncheckpointed = 0
+        self._checkpointedAt = self.written
         # PASSIVE: it copies what it can, never making a commit wait.
         d = self._checkpointPool.runOperation("PRAGMA wal_checkpoint(PASSIVE)")
         # A failure is harmless (the next one, or a commit, does it): the
