@@ -124,8 +124,8 @@ class ClientApp(ClusterView):
         self._storages = {}
         self._connecting = {}
         self._txnByTtid = {}
-        #: C{{ttid: (nid, Deferred)}}: transactions finishing in direct
-        #: mode, waiting for their storage node (L{finish}).
+        #: C{{ttid: {nid: Deferred}}}: transactions finishing in direct
+        #: mode, waiting for the word of each node voted on (L{finish}).
         self._finishing = {}
         #: C{{ttid: tid}} of the commits in direct mode whose nodes' word
         #: is awaited, and the invalidations of later commits held back
