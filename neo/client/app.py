@@ -90,6 +90,12 @@ class ClientTransaction:
         #: begin, so that the retry that usually follows may take its
         #: temporary TID over (L{ClientApp.abort}).
         self.reusable = False
+        #: C{{nid: voted}} of the votes pipelined behind the stores on
+        #: several nodes (L{ClientApp._voteEach}); None in the other modes.
+        self.softVotes = None
+        #: C{{nid: count}} of the relocks that withdrew those votes: an
+        #: answer to a vote sent before is not a vote.
+        self.voteEpochs = {}
 
 
 class ClientApp(ClusterView):
@@ -135,6 +141,9 @@ class ClientApp(ClusterView):
         #: C{(master, Deferred of a ttid or None)}: a transaction begun
         #: ahead, for the next commit.
         self._spare = None
+        #: Commits left to vote in two steps on several nodes, since one
+        #: met a conflict (L{_batches}).
+        self._contended = 0
         self._link = MasterLinkService(self, reactor, masters)
 
     @property
@@ -525,6 +534,11 @@ class ClientApp(ClusterView):
     #: Bytes of records sent in one StoreObjects command at most.
     BATCH_BYTES = 4 * 1024 * 1024
 
+    #: Commits that vote on several nodes in two steps (stores answered,
+    #: then votes) after one met a conflict, before votes go with the
+    #: stores again (L{_batches}).
+    CONTENDED_COMMITS = 16
+
     def _untilBegun(self, txn, operation) -> bool:
         """
         Begin the transaction if nobody did yet.  While its temporary TID
@@ -575,6 +589,8 @@ class ClientApp(ClusterView):
 
     def _storedMany(self, answer, txn, nid):
         items = answer["conflicts"] or ()
+        if items:
+            self._contended = self.CONTENDED_COMMITS
         for i in range(0, len(items), 2):
             oid, serial = items[i], items[i + 1]
             if serial > txn.conflicts.get(oid, ZERO_TID):
@@ -636,6 +652,12 @@ class ClientApp(ClusterView):
         if txn is None or txn.voting:
             return
         nid = proto.peer.nid if proto.peer is not None else None
+        self._contended = self.CONTENDED_COMMITS
+        if txn.softVotes is not None and nid in txn.softVotes:
+            # Its vote there, soft, is withdrawn by the relock: whatever
+            # answer it gets is not a vote any more (L{_voteEach}).
+            txn.softVotes[nid] = False
+            txn.voteEpochs[nid] = txn.voteEpochs.get(nid, 0) + 1
         if oid in txn.checked and oid not in txn.data:
             conflicts = txn.readConflicts
         else:
@@ -648,8 +670,10 @@ class ClientApp(ClusterView):
 
     def _stored(self, answer, txn, oid, conflicts):
         conflict = answer["conflict"]
-        if conflict is not None and conflict > conflicts.get(oid, ZERO_TID):
-            conflicts[oid] = conflict
+        if conflict is not None:
+            self._contended = self.CONTENDED_COMMITS
+            if conflict > conflicts.get(oid, ZERO_TID):
+                conflicts[oid] = conflict
 
     def _givenUp(self, txn, nid):
         """
@@ -699,16 +723,25 @@ class ClientApp(ClusterView):
         running = self._running()
         txn.metaPartition = self._metaPartition(txn)
         metaNids = self.pt.writable(txn.metaPartition, running)
-        # The stores, unless they can go with the vote (one node only).
+        # The stores, unless they can go with the vote (one node only), or
+        # with the votes (each node's with its own).
         carried = self._carried(txn, records, metaNids)
+        batches = None
         if carried is not None:
             txn.involved.add(carried)
-        elif records:
-            self.storeMany(txn, records)
+        else:
+            batches = self._batches(txn, records, metaNids)
+            if batches is not None:
+                txn.involved.update(batches)
+            elif records:
+                self.storeMany(txn, records)
         nids = txn.involved | set(metaNids)
         txn.voted = nids
         txn.reusable = False
         oids = list(txn.data)
+        if batches is not None and (len(nids) > 1 or txn.softVotes):
+            return (yield self._voteEach(txn, nids, metaNids, batches, user,
+                                         description, extension))
         if len(nids) == 1 and not txn.error and not txn.unsent:
             # One node only: vote right behind the stores, in the same
             # round trip (or with them).  Deadlock notifications are still
@@ -804,6 +837,96 @@ class ClientApp(ClusterView):
             return None
         nid, = nids
         return nid
+
+    def _batches(self, txn, records, metaNids):
+        """
+        C{{nid: records}}: the stores of C{records} node by node, when
+        they can go with the votes, which then follow the stores on each
+        node (L{_voteEach}): when nothing of the transaction was sent yet
+        (or only such votes), and each node's share fits in one message.
+        None otherwise.
+        """
+        if txn.error or txn.unsent or txn.outstanding or (
+                txn.involved and txn.softVotes is None):
+            return None
+        if self._contended and txn.softVotes is None:
+            # Under contention, a vote sent with the stores is often
+            # written for nothing (conflicts elsewhere), on the very node
+            # that others wait for: the stores are answered first.
+            self._contended -= 1
+            return None
+        batches, sizes = {}, {}
+        for record in records:
+            for nid in self._route(txn, record[0]):
+                if txn.softVotes and txn.softVotes.get(nid):
+                    return None  # not expected: a voted node conflicted
+                batches.setdefault(nid, []).append(record)
+                sizes[nid] = sizes.get(nid, 0) + len(record[3]) + 21
+                if sizes[nid] > self.BATCH_BYTES:
+                    return None
+        if txn.error:
+            return None
+        return batches
+
+    @defer.inlineCallbacks
+    def _voteEach(self, txn, nids, metaNids, batches, user, description,
+                  extension):
+        """
+        Vote on several nodes, each right behind its stores, in one round
+        trip: as L{vote}.  The votes are durable, and soft: a node voted
+        on may hold locks that an older transaction waits for, while we
+        wait for locks on another.  Told of an older transaction waiting
+        for us, we relock, unless every node voted (we wait for nothing
+        then): that withdraws the vote, which we send again once the
+        relock is answered (L{deadlock}).
+        """
+        if txn.softVotes is None:
+            txn.softVotes = {}
+        oids = list(txn.data)
+        # Voted ones are skipped: conflicts were elsewhere.
+        nids = [nid for nid in sorted(nids) if not txn.softVotes.get(nid)]
+        protos = {}
+        for nid in nids:
+            proto = protos[nid] = yield self.getStorage(nid)
+            if txn.protos.setdefault(nid, proto) is not proto:
+                raise ClusterError(f"the connection to {formatNid(nid)} was"
+                                   " lost during the transaction")
+        # All sent in one go: a deadlock notification finds each vote
+        # under way (L{deadlock}).
+        for nid, proto in protos.items():
+            extra = {}
+            if nid in metaNids:
+                extra = dict(user=user, description=description,
+                             extension=extension, oids=oids)
+            batch = batches.get(nid)
+            if batch:
+                extra["records"] = c.packRecords(batch)
+            txn.softVotes[nid] = False
+            d = proto.ask(c.VoteTransaction, ttid=txn.ttid, pipelined=True,
+                          shared=True, partition=txn.metaPartition, **extra)
+            if batch:
+                stored = [record[0] for record in batch]
+                for oid in stored:
+                    self.cache.beginLoad(oid)
+                d.addBoth(self._cacheCommitted, stored)
+            d.addCallbacks(self._votedOn, self._storeFailed,
+                           callbackArgs=(txn, nid, txn.voteEpochs.get(nid, 0)),
+                           errbackArgs=(txn, nid))
+            txn.outstanding.append(d)
+        conflicts = yield self.waitStores(txn)
+        if all(txn.softVotes.values()):
+            # From now on, deadlock notifications are ignored: we hold all
+            # our locks and wait for nothing.
+            txn.voting = True
+            return {}, {}
+        if conflicts[0] or conflicts[1]:
+            return conflicts
+        return (yield self.vote(txn, user, description, extension))
+
+    def _votedOn(self, answer, txn, nid, epoch):
+        self._storedMany(answer, txn, nid)
+        if txn.voteEpochs.get(nid, 0) == epoch:
+            txn.softVotes[nid] = answer["voted"]
 
     def _cacheCommitted(self, answer, oids):
         committed = {}

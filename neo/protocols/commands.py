@@ -19,7 +19,7 @@ from neo.lib.states import ClusterState
 from neo.protocols.arguments import BigBytes, Enum, Json, Oid, OidList, Tid
 from neo.protocols.errors import COMMON_ERRORS, FATAL_ERRORS, ProtocolError
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 class Command(amp.Command):
@@ -367,9 +367,10 @@ class NotifyTransactionFinished(Notification):
 
 class NotifyDeadlock(Notification):
     """
-    Storage to client: an older transaction waits for a lock this (younger,
-    unvoted) transaction holds.  A client that has not started voting
-    answers with L{RelockObject}.
+    Storage to client: an older transaction waits for a lock this younger
+    transaction holds (unvoted, or voted as C{shared} and pipelined).  A
+    client answers with L{RelockObject}, unless every store is answered
+    and every node voted (it waits for nothing then).
     """
 
     arguments = [(b"ttid", Tid()), (b"oid", Oid())]
@@ -378,7 +379,8 @@ class NotifyDeadlock(Notification):
 class RelockObject(Command):
     """
     Give back the lock on C{oid} to the older transaction waiting for it,
-    and take it again after it.  Answers like L{StoreObject}.
+    and take it again after it.  Answers like L{StoreObject}.  A soft vote
+    (pipelined and C{shared}) is withdrawn: the client votes again.
     """
 
     arguments = [(b"ttid", Tid()), (b"oid", Oid())]
@@ -391,8 +393,8 @@ class VoteTransaction(Command):
     hold the transaction's metadata partition also get its metadata
     (C{partition}: by default the ttid's; the client picks one of those it
     stores to, so that a transaction on one node stays on one node).
-    Sent once every store and relock is answered: it never waits for a
-    lock.
+    Sent once every store and relock is answered (it never waits for a
+    lock), or pipelined.
     """
 
     arguments = [(b"ttid", Tid()),
@@ -402,13 +404,20 @@ class VoteTransaction(Command):
                  (b"oids", OidList(optional=True)),
                  (b"pipelined", amp.Boolean(optional=True)),
                  (b"partition", amp.Integer(optional=True)),
-                 (b"records", BigBytes(optional=True))]
-    #: With C{pipelined} (a transaction on this node only, sent right after
-    #: its stores), the node first waits for the stores and relocks in
-    #: progress, and does not vote (C{voted} false) if one conflicted.
-    #: With C{records} too, it first stores them, as L{StoreObjects} does,
-    #: and answers as it does as well: a transaction on one node, whose
-    #: stores waited for the vote, takes one message each way.
+                 (b"records", BigBytes(optional=True)),
+                 (b"shared", amp.Boolean(optional=True))]
+    #: With C{pipelined} (sent right after the stores), the node first
+    #: waits for the stores and relocks in progress, and does not vote
+    #: (C{voted} false) if one conflicted.  With C{records} too, it first
+    #: stores them, as L{StoreObjects} does, and answers as it does as
+    #: well: the stores and the vote take one message each way.  Without
+    #: C{shared} (a transaction on this node only), the vote stays in
+    #: memory until the lock, which commits at once.  With C{shared} (other
+    #: nodes take part), it is durable, yet the transaction may still wait
+    #: for locks elsewhere: the node tells its client when an older
+    #: transaction waits for it (L{NotifyDeadlock}): unless every node has
+    #: voted, so that it waits for nothing, that client relocks, which
+    #: withdraws the vote.
     response = [(b"voted", amp.Boolean(optional=True))] + _STORED
 
 

@@ -337,6 +337,51 @@ class LockOrderTests(TransactionManagerTestCase):
         self.successResultOf(self.tm.unlock(T2))
         self.assertEqual(self.successResultOf(d), S7)
 
+    def test_softVotedHolderNotified(self):
+        """A younger holder voted softly (its client may still wait for
+        locks on another node) is told of an older waiter, as an unvoted
+        one is: once; the older waits until it commits."""
+        older, younger = self.begin(T1), self.begin(T2)
+        self.successResultOf(self.store(younger, A))
+        self.assertIsNone(self.successResultOf(
+            self.tm.vote(younger, PARTITION, None, soft=True)))
+        self.assertEqual(len(self.db.callsOf("vote")), 1)  # durable
+        d = self.store(older, A)
+        self.assertNoResult(d)
+        self.assertEqual(self.deadlocks, [(T2, A)])
+        self.successResultOf(self.tm.lock(T2, S7))
+        self.assertEqual(self.successResultOf(d), S7)
+        self.assertEqual(self.deadlocks, [(T2, A)])
+
+    def test_relockWithdrawsSoftVote(self):
+        """A relock of a softly voted transaction withdraws its vote: the
+        older waiter takes the lock, the younger queues behind it, and
+        votes again (durably, once more) after it."""
+        older, younger = self.begin(T1), self.begin(T2)
+        self.successResultOf(self.store(younger, A))
+        self.successResultOf(self.store(younger, B))
+        self.successResultOf(self.tm.vote(younger, PARTITION, None,
+                                          soft=True))
+        d = self.store(older, A)
+        relocking = self.tm.relock(younger, A)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertFalse(younger.voted)
+        self.assertNoResult(relocking)
+        self.successResultOf(self.tm.abort(T1))
+        self.assertIsNone(self.successResultOf(relocking))
+        self.successResultOf(self.tm.vote(younger, PARTITION, None,
+                                          soft=True))
+        self.assertEqual([c[0] for c in self.db.callsOf("vote")], [2, 2])
+
+    def test_relockKeepsFirmVote(self):
+        """A relock after a vote that is not soft changes nothing."""
+        older, younger = self.begin(T1), self.begin(T2)
+        self.successResultOf(self.store(younger, A))
+        self.successResultOf(self.vote(younger))
+        self.assertIsNone(self.successResultOf(self.tm.relock(younger, A)))
+        self.assertTrue(younger.voted)
+        self.assertNoResult(self.store(older, A))
+
     def test_severalWaiters(self):
         """Waiters on one oid are woken oldest first."""
         t1, t2, t3 = self.begin(T1), self.begin(T2), self.begin(T3)

@@ -45,6 +45,31 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
         self._clients.append(client)
         return client
 
+    def recordStorageCommands(self):
+        """The names of the commands the client asks its storage node."""
+        asked = []
+        app = self._storage._app
+        getStorage = app.getStorage
+
+        def recording(proto):
+            if not getattr(proto, "recorded", False):
+                ask = proto.ask
+                proto.ask = lambda command, **kwargs: (
+                    asked.append(command.__name__) or ask(command, **kwargs))
+                proto.recorded = True
+            return proto
+        app.getStorage = lambda nid: getStorage(nid).addCallback(recording)
+        return asked
+
+    def onTwoNodes(self):
+        """Two oids whose partitions are on different storage nodes."""
+        from ZODB.utils import p64
+        pt = self._storage._app.pt
+        x, y = p64(2), p64(1)
+        self.assertNotEqual(pt.readable(pt.partitionOf(x)),
+                            pt.readable(pt.partitionOf(y)))
+        return x, y
+
     def tearDown(self):
         try:
             for client in self._clients:
@@ -290,22 +315,6 @@ class CommitPathTests(ClusterStorageTestBase):
             asked.append(command.__name__)
             return ask(command, **kwargs)
         proto.ask = recording
-        return asked
-
-    def recordStorageCommands(self):
-        """The names of the commands the client asks its storage node."""
-        asked = []
-        app = self._storage._app
-        getStorage = app.getStorage
-
-        def recording(proto):
-            if not getattr(proto, "recorded", False):
-                ask = proto.ask
-                proto.ask = lambda command, **kwargs: (
-                    asked.append(command.__name__) or ask(command, **kwargs))
-                proto.recorded = True
-            return proto
-        app.getStorage = lambda nid: getStorage(nid).addCallback(recording)
         return asked
 
     def test_storesOnlyWithPipelinedVote(self):
@@ -887,6 +896,53 @@ class ParticipantTests(ClusterStorageTestBase):
             self.assertEqual(storage.load(oid), (b"x", tid))
 
 
+    def test_storesWithTheVotesOnEachNode(self):
+        """On several nodes, each node's stores go with its vote, all sent
+        at once: a command per node.  A conflict on one node is resolved,
+        and stored and voted again on that node only."""
+        from ZODB.tests.StorageTestBase import zodb_unpickle
+        from ZODB.utils import z64
+        storage = self._storage
+        for node in self._cluster.storages:
+            node.txns.resolveConflicts = False  # the client resolves
+        x, y = self.onTwoNodes()
+        first, _ = commitRecords(storage, [(x, z64, counterRecord(1)),
+                                           (y, z64, counterRecord(1))])
+        commitCounter(self._new_storage_client(), y, first, 3)  # +2
+        asked = self.recordStorageCommands()
+        tid, resolved = commitRecords(storage, [(x, first, counterRecord(2)),
+                                                (y, first, counterRecord(2))])
+        self.assertEqual(resolved, [y])
+        self.assertEqual(asked, ["VoteTransaction"] * 3)
+        storage._cache.clear()
+        self.assertEqual(zodb_unpickle(storage.loadSerial(x, tid))._value, 2)
+        self.assertEqual(zodb_unpickle(storage.loadSerial(y, tid))._value, 4)
+
+
+    def test_storesAnsweredFirstUnderContention(self):
+        """After a conflict, the client's next commit on several nodes has
+        its stores answered before it votes (under contention, a vote sent
+        with the stores is often written for nothing), and the commits
+        after it (C{CONTENDED_COMMITS}) vote with the stores again."""
+        from ZODB.utils import z64
+        storage = self._storage
+        storage._app.CONTENDED_COMMITS = 1
+        for node in self._cluster.storages:
+            node.txns.resolveConflicts = False  # the client sees conflicts
+        x, y = self.onTwoNodes()
+        tid, _ = commitRecords(storage, [(x, z64, counterRecord(1)),
+                                         (y, z64, counterRecord(1))])
+        commitCounter(self._new_storage_client(), y, tid, 3)
+        tid, resolved = commitRecords(storage, [(x, tid, counterRecord(2)),
+                                                (y, tid, counterRecord(2))])
+        self.assertEqual(resolved, [y])
+        asked = self.recordStorageCommands()
+        for value in (5, 6):
+            tid, _ = commitRecords(storage, [(x, tid, counterRecord(value)),
+                                             (y, tid, counterRecord(value))])
+        self.assertEqual(asked, ["StoreObjects"] * 2 + ["VoteTransaction"] * 4)
+
+
 class ReconnectionTests(ClusterStorageTestBase):
     """The client across the loss and return of a storage node."""
 
@@ -927,15 +983,6 @@ class ReconnectionTests(ClusterStorageTestBase):
 
 class DeadlockTests(ClusterStorageTestBase):
     """Locks taken in opposite orders on two storage nodes."""
-
-    def onTwoNodes(self):
-        """Two oids whose partitions are on different storage nodes."""
-        from ZODB.utils import p64
-        pt = self._storage._app.pt
-        x, y = p64(2), p64(1)
-        self.assertNotEqual(pt.readable(pt.partitionOf(x)),
-                            pt.readable(pt.partitionOf(y)))
-        return x, y
 
     def begunInOrder(self, count):
         """C{count} transactions of C{self._storage}, begun (given their
@@ -1005,6 +1052,61 @@ class DeadlockTests(ClusterStorageTestBase):
         storage._cache.clear()
         self.assertEqual(storage.load(x)[0], b"older x")
         self.assertEqual(storage.load(y)[0], b"older y")
+
+    def test_softVoteWithdrawnForAnOlder(self):
+        """
+        A younger transaction voted on one node, its votes pipelined,
+        waits on the other for a lock of an older one, which then waits
+        for the younger's lock on the first: told so, the younger's client
+        relocks, which withdraws its vote there; the older commits, the
+        younger gets a ConflictError instead of waiting forever.
+        """
+        import threading
+        from ZODB.POSException import ConflictError
+        from ZODB.utils import z64
+        storage = self._storage
+        storage._bridge.timeout = 20
+        app = storage._app
+        x, y = self.onTwoNodes()
+        [nodeX] = [n for n in self._cluster.storages
+                   if n.nid in app.pt.readable(app.pt.partitionOf(x))]
+        older, younger = self.begunInOrder(2)
+        storage.store(y, z64, b"older y", "", older)
+        storage._flush(storage._txns[older])
+        self.assertEqual(storage._call(app.waitStores, storage._txns[older]),
+                         ({}, {}))
+        votedX = threading.Event()
+        vote = nodeX.txns.vote
+        nodeX.txns.vote = lambda txn, *args, **kwargs: vote(
+            txn, *args, **kwargs).addCallback(
+                lambda result: votedX.set() or result)
+        storage.store(x, z64, b"younger x", "", younger)
+        storage.store(y, z64, b"younger y", "", younger)
+        outcome = []
+
+        def commitYounger():
+            try:
+                storage.tpc_vote(younger)
+            except Exception as e:
+                outcome.append(e)
+            storage.tpc_abort(younger)
+
+        thread = threading.Thread(target=commitYounger)
+        thread.start()
+        try:
+            self.assertTrue(votedX.wait(20))
+            self.assertTrue(storage._bridge.call(
+                nodeX.txns.get, storage._txns[younger].ttid).soft)
+            storage.store(x, z64, b"older x", "", older)
+            storage._flush(storage._txns[older])
+            storage.tpc_vote(older)
+            tid = storage.tpc_finish(older)
+        finally:
+            thread.join(30)
+        self.assertEqual([type(e) for e in outcome], [ConflictError])
+        storage._cache.clear()
+        self.assertEqual(storage.load(x), (b"older x", tid))
+        self.assertEqual(storage.load(y), (b"older y", tid))
 
     def test_givenUpFreesTheOtherNodes(self):
         """

@@ -456,7 +456,7 @@ class ClientHandler(amp.CommandLocator):
     @c.VoteTransaction.responder
     def voteTransaction(self, ttid, user=None, description=None,
                         extension=None, oids=None, pipelined=False,
-                        partition=None, records=None):
+                        partition=None, records=None, shared=False):
         client = self._client()
         if partition is None:
             partition = self.node.partitionOf(ttid)
@@ -471,9 +471,10 @@ class ClientHandler(amp.CommandLocator):
             metadata = (user or b"", description or b"", extension or b"",
                         b"".join(oids))
         stored = {} if records is None else self._storeRecords(txn, records)
-        if not pipelined or isinstance(stored, defer.Deferred) \
+        if not pipelined or shared or isinstance(stored, defer.Deferred) \
                 or txn.pending:
-            return self._vote(txn, partition, metadata, pipelined, stored)
+            return self._vote(txn, partition, metadata, pipelined, shared,
+                              stored)
         # The usual vote of a transaction on this node only, answered at
         # once: its stores took their locks without waiting, and the vote
         # stays in memory until the lock, which commits it at once.
@@ -483,15 +484,19 @@ class ClientHandler(amp.CommandLocator):
         return dict(stored, voted=True)
 
     @defer.inlineCallbacks
-    def _vote(self, txn, partition, metadata, pipelined, stored):
+    def _vote(self, txn, partition, metadata, pipelined, shared, stored):
         txns = self.node.txns
         stored = yield stored
         conflicted = yield txns.settle(txn)
         if pipelined and conflicted:
             return dict(stored, voted=False)
-        # A pipelined vote is for a transaction on this node only: it
-        # becomes durable with the lock, which commits it at once.
-        yield txns.vote(txn, partition, metadata, durable=not pipelined)
+        # A pipelined vote of a transaction on this node only becomes
+        # durable with the lock, which commits it at once.  Shared, it may
+        # still wait for locks elsewhere: it is soft (L{TransactionManager
+        # .vote}).
+        yield txns.vote(txn, partition, metadata,
+                        durable=shared or not pipelined,
+                        soft=pipelined and shared)
         return dict(stored, voted=True)
 
     @c.AbortTransaction.responder

@@ -10,8 +10,13 @@ one holding a lock waits too, but tells the younger's client
 (C{notifyDeadlock}); if that client has not started voting, it gives the
 lock back (L{TransactionManager.relock}), the older one takes it, and the
 younger queues again behind it, learning of a conflict if the older one
-commits.  A client votes only once every store and relock is answered, so
-a vote never waits for a lock, and every chain of waits ends.
+commits.  A client votes once every store and relock is answered, so that
+such a vote never waits for a lock, and every chain of waits ends.  Or it
+pipelines its votes behind its stores, node by node: then a younger
+transaction voted on one node may wait for locks on another, and it is
+soft (C{StorageTransaction.soft}): older transactions waiting for it still
+tell its client, who relocks, which withdraws the vote, unless every vote
+is answered (so that it waits for nothing).
 
 Write locks last until the master decides the commit (the lock phase):
 from then on the next stores of those oids are checked against the new
@@ -54,6 +59,10 @@ class StorageTransaction:
         #: One of them answered a conflict since the last vote attempt.
         self.conflicted = False
         self.voted = False
+        #: Voted while its client may still wait for locks elsewhere (a
+        #: pipelined vote with other participants): older transactions that
+        #: wait for it still tell its client.
+        self.soft = False
         #: C{(partition, metadata)} of a vote kept in memory (not durable).
         self.inMemory = None
         self.tid = None
@@ -75,7 +84,8 @@ class TransactionManager:
     def __init__(self, db, notifyDeadlock=None, resolveConflicts=True):
         """
         @param notifyDeadlock: called with a transaction and an oid when an
-            older transaction waits for that (younger, unvoted) one's lock.
+            older transaction waits for that (younger, unvoted or soft)
+            one's lock.
         @param resolveConflicts: resolve conflicting stores here when
             possible (L{neo.services.storage.resolution}).
         """
@@ -134,7 +144,7 @@ class TransactionManager:
             holder = self._locks.get(oid)
             if holder is None or holder is txn:
                 break
-            if (not holder.voted and holder.ttid > txn.ttid
+            if ((not holder.voted or holder.soft) and holder.ttid > txn.ttid
                     and oid not in holder.notified):
                 holder.notified.add(oid)
                 if self._notifyDeadlock is not None:
@@ -389,13 +399,17 @@ class TransactionManager:
         """
         The client of a younger transaction gives back its lock on C{oid}
         to the older one waiting for it, and queues again behind it.
-        Returns the conflict, as L{store} does.
+        Returns the conflict, as L{store} does.  A soft vote (L{vote}) is
+        withdrawn.
         """
-        if txn.voted or txn.doomed:
-            # The vote overtook the relock (pipelined vote): the transaction
-            # holds its locks and waits for nothing, so nothing to do.  Or
-            # it was given up: it holds nothing.
+        if txn.doomed or (txn.voted and not txn.soft):
+            # The vote overtook the relock (pipelined vote on this node
+            # only): the transaction holds its locks and waits for nothing,
+            # so nothing to do.  Or it was given up: it holds nothing.
             return None
+        # A soft vote is withdrawn (its client votes again): what it wrote
+        # is replaced by the next vote, or dropped by the abort.
+        txn.voted = txn.soft = False
         txn.notified.discard(oid)
         if oid in txn.stores:
             partition, serial = txn.stores[oid][:2]
@@ -410,14 +424,16 @@ class TransactionManager:
             txn.checked.pop(oid, None)
         return conflict
 
-    def vote(self, txn, partition, metadata, durable=True):
+    def vote(self, txn, partition, metadata, durable=True, soft=False):
         """
-        Make the stores durable.  The client votes once every store and
-        relock is answered, so the transaction holds all its locks: this
-        never waits for one.  Returns a Deferred.
+        Make the stores durable.  The transaction holds all its locks here:
+        this never waits for one.  Returns a Deferred.
 
         Without C{durable} (the transaction has no other participant), the
-        vote stays in memory (L{voteInMemory}).
+        vote stays in memory (L{voteInMemory}).  With C{soft}, its client
+        may still wait for locks on other nodes: older transactions that
+        wait for its locks tell that client, as they do for an unvoted one,
+        and its relock withdraws the vote (L{relock}).
         """
         try:
             if not durable:
@@ -425,6 +441,7 @@ class TransactionManager:
                 return defer.succeed(None)
             if not self._voting(txn):
                 return defer.succeed(None)
+            txn.soft = soft
         except Exception:
             return defer.fail()
         try:
