@@ -70,6 +70,33 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
                             pt.readable(pt.partitionOf(y)))
         return x, y
 
+    def holdCommitSteps(self, *functions):
+        """Hold the database steps of the commits from now on (those that
+        run C{functions}: by default, of transactions on one node), on
+        every node, as if the database were slow; returns the function
+        that lets them run."""
+        from twisted.internet import defer
+        from neo.services.storage import database
+        held = set(functions or [database._commitVoted])
+        gates = []
+        for node in self._cluster.storages:
+            def run(function, *args, run=node.db._run):
+                steps = ([step for step, _ in args[0]]
+                         if function is database._steps else [function])
+                if not held.intersection(steps):
+                    return run(function, *args)
+                gate = defer.Deferred()
+                gates.append(gate)
+                return gate.addCallback(lambda _: run(function, *args))
+            node.db._run = run
+
+        def release():
+            for node in self._cluster.storages:
+                del node.db._run
+            self._cluster.bridge.call(
+                lambda: [gate.callback(None) for gate in gates])
+        return release
+
     def tearDown(self):
         try:
             for client in self._clients:
@@ -399,29 +426,6 @@ class CommitPathTests(ClusterStorageTestBase):
         self.assertEqual([(a["direct"], a["tid"]) for a in answers],
                          [(True, self.serial)])
         self.assertEqual(app._finishing, {})
-
-    def holdCommitSteps(self):
-        """Hold the database steps of the commits from now on, on every
-        node, as if the database were slow; returns the function that
-        lets them run."""
-        from twisted.internet import defer
-        from neo.services.storage import database
-        gates = []
-        for node in self._cluster.storages:
-            def run(function, *args, run=node.db._run):
-                if function not in (database._commitVoted, database._steps):
-                    return run(function, *args)
-                gate = defer.Deferred()
-                gates.append(gate)
-                return gate.addCallback(lambda _: run(function, *args))
-            node.db._run = run
-
-        def release():
-            for node in self._cluster.storages:
-                del node.db._run
-            self._cluster.bridge.call(
-                lambda: [gate.callback(None) for gate in gates])
-        return release
 
     def test_directFinishMasterHearsFirst(self):
         """In direct mode the master hears of a commit once the node decided
@@ -918,6 +922,55 @@ class ParticipantTests(ClusterStorageTestBase):
         self.assertEqual(zodb_unpickle(storage.loadSerial(x, tid))._value, 2)
         self.assertEqual(zodb_unpickle(storage.loadSerial(y, tid))._value, 4)
 
+
+    def test_directFinishSeveralNodesMasterHearsFirst(self):
+        """With several nodes too, in direct mode the master hears of a
+        commit once the nodes decided it, not a database step later: the
+        other clients are invalidated meanwhile, and the objects stay
+        read-locked until each node's step, even once the master unlocked
+        them; the committing client waits for every node's step."""
+        import threading
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        storage, other = self._storage, self._new_storage_client()
+        x, y = self.onTwoNodes()
+        first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
+        self.assertEqual(other.load(x), (b"1", first))
+        unlocked = threading.Semaphore(0)
+        for node in self._cluster.storages:
+            def unlock(ttid, commit=False, unlock=node.txns.unlock):
+                unlocked.release()
+                return unlock(ttid, commit)
+            node.txns.unlock = unlock
+        from neo.services.storage import database
+        release = self.holdCommitSteps(database._lockTransaction)
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(x, first, b"2", "", t)
+        storage.store(y, first, b"2", "", t)
+        storage.tpc_vote(t)
+        finished = []
+        finisher = threading.Thread(
+            target=lambda: finished.append(storage.tpc_finish(t)))
+        finisher.start()
+        try:
+            with other._app.lastTidMoved:
+                self.assertTrue(other._app.lastTidMoved.wait_for(
+                    lambda: other._app.lastTid > first, 10))
+            tid = other._app.lastTid
+            self.assertTrue(unlocked.acquire(timeout=10))
+            self.assertTrue(unlocked.acquire(timeout=10))
+            locked = self._cluster.bridge.call(lambda: [
+                node.txns.readLocked(oid)
+                for node in self._cluster.storages for oid in (x, y)])
+            self.assertEqual(locked.count(True), 2)
+            self.assertEqual(finished, [])
+        finally:
+            release()
+            finisher.join(10)
+        self.assertEqual(finished, [tid])
+        self.assertEqual(other.load(x), (b"2", tid))
+        self.assertEqual(other.load(y), (b"2", tid))
 
     def test_storesAnsweredFirstUnderContention(self):
         """After a conflict, the client's next commit on several nodes has

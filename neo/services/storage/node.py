@@ -322,13 +322,15 @@ class MasterHandler(MasterViewHandler):
         # Direct mode: the client hears of the commit from us, once it is
         # in the database.
         d.addCallback(lambda _: self.node.notifyFinished(clientNid, ttid, tid))
-        if not final or d.called:
+        if d.called:
             return d.addCallback(lambda _: {})
         # The master may tell the other clients at once, not a database
         # step later: the transaction is decided here (should the database
-        # fail to commit it, this node stops), and loads of its oids wait
-        # for the database (read locks).  Its client, who was promised
-        # durability, waits for the notice above.
+        # fail to lock or commit it, this node stops; a crash meanwhile
+        # leaves its vote, durable unless it is the sole participant), and
+        # loads of its oids wait for the database (read locks, which the
+        # unlock leaves until then).  Its client, who was promised
+        # durability, waits for the notice above, from each node.
         d.addErrback(lambda f: self.node.log.failure(
             "commit of {ttid} failed", f, ttid=ttid))
         return {}

@@ -63,6 +63,10 @@ class StorageTransaction:
         #: pipelined vote with other participants): older transactions that
         #: wait for it still tell its client.
         self.soft = False
+        #: The database step of its lock is under way; Deferreds fired
+        #: once it is done.
+        self.lockPending = False
+        self.afterLock = []
         #: C{(partition, metadata)} of a vote kept in memory (not durable).
         self.inMemory = None
         self.tid = None
@@ -543,9 +547,17 @@ class TransactionManager:
         except Exception:
             return defer.fail()
 
-        def locked(_):
-            txn.inMemory = None
-        return d.addCallback(locked)
+        txn.lockPending = True
+
+        def locked(result):
+            txn.lockPending = False
+            if not isinstance(result, Failure):
+                txn.inMemory = None
+            waiting, txn.afterLock = txn.afterLock, []
+            for waiter in waiting:
+                waiter.callback(None)
+            return result if isinstance(result, Failure) else None
+        return d.addBoth(locked)
 
     def _publish(self, txn):
         """Make a decided transaction what the next checks and conflict
@@ -568,6 +580,12 @@ class TransactionManager:
         txn = self._txns.get(ttid)
         if txn is None:
             return defer.succeed(None)
+        if not commit and txn.lockPending:
+            # The lock was answered before its database step (direct
+            # mode): the read locks last until that step is done.
+            waiter = defer.Deferred()
+            txn.afterLock.append(waiter)
+            return waiter.addCallback(lambda _: self.unlock(ttid))
         try:
             if commit and txn.inMemory is not None:
                 partition, metadata = txn.inMemory
