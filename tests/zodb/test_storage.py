@@ -97,6 +97,25 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
                 lambda: [gate.callback(None) for gate in gates])
         return release
 
+    @staticmethod
+    def finishAside(storage, t):
+        """tpc_finish of C{t} in a thread of its own: returns the list that
+        gets its TID, and the thread."""
+        import threading
+        finished = []
+        finisher = threading.Thread(
+            target=lambda: finished.append(storage.tpc_finish(t)))
+        finisher.start()
+        return finished, finisher
+
+    def invalidatedAfter(self, client, tid):
+        """Wait until C{client} was invalidated beyond C{tid}; returns its
+        last TID then."""
+        with client._app.lastTidMoved:
+            self.assertTrue(client._app.lastTidMoved.wait_for(
+                lambda: client._app.lastTid > tid, 10))
+            return client._app.lastTid
+
     def tearDown(self):
         try:
             for client in self._clients:
@@ -432,7 +451,6 @@ class CommitPathTests(ClusterStorageTestBase):
         it, not a database step later: the other clients are invalidated
         meanwhile, and the objects stay read-locked until that step; the
         committing client, promised durability, waits for it."""
-        import threading
         from ZODB.Connection import TransactionMetaData
         storage, other = self._storage, self._new_storage_client()
         self.oid, self.serial = storage.new_oid(), None
@@ -444,15 +462,9 @@ class CommitPathTests(ClusterStorageTestBase):
         storage.tpc_begin(t)
         storage.store(self.oid, first, b"2", "", t)
         storage.tpc_vote(t)
-        finished = []
-        finisher = threading.Thread(
-            target=lambda: finished.append(storage.tpc_finish(t)))
-        finisher.start()
+        finished, finisher = self.finishAside(storage, t)
         try:
-            with other._app.lastTidMoved:
-                self.assertTrue(other._app.lastTidMoved.wait_for(
-                    lambda: other._app.lastTid > first, 10))
-            tid = other._app.lastTid
+            tid = self.invalidatedAfter(other, first)
             locked = self._cluster.bridge.call(lambda: [
                 node.txns.readLocked(self.oid)
                 for node in self._cluster.storages])
@@ -949,15 +961,9 @@ class ParticipantTests(ClusterStorageTestBase):
         storage.store(x, first, b"2", "", t)
         storage.store(y, first, b"2", "", t)
         storage.tpc_vote(t)
-        finished = []
-        finisher = threading.Thread(
-            target=lambda: finished.append(storage.tpc_finish(t)))
-        finisher.start()
+        finished, finisher = self.finishAside(storage, t)
         try:
-            with other._app.lastTidMoved:
-                self.assertTrue(other._app.lastTidMoved.wait_for(
-                    lambda: other._app.lastTid > first, 10))
-            tid = other._app.lastTid
+            tid = self.invalidatedAfter(other, first)
             self.assertTrue(unlocked.acquire(timeout=10))
             self.assertTrue(unlocked.acquire(timeout=10))
             locked = self._cluster.bridge.call(lambda: [
