@@ -56,10 +56,17 @@ class RecordCache:
     def loadBefore(self, oid, before):
         """C{(data, tid, next)} of the revision current just before
         C{before}, or None if not cached."""
+        # The lookup of every load of a ZODB connection: _find, inlined.
         with self._lock:
-            r = self._find(oid, lambda r: r[0] < before and (
-                r[1] is None or before <= r[1]))
-            return None if r is None else (r[2], r[0], r[1])
+            revisions = self._objects.get(oid)
+            if revisions is not None:
+                for tid, next, data in reversed(revisions):
+                    if tid < before and (next is None or before <= next):
+                        self._objects.move_to_end(oid)
+                        self.hits += 1
+                        return data, tid, next
+            self.misses += 1
+            return None
 
     def loadSerial(self, oid, serial):
         with self._lock:

@@ -11,7 +11,8 @@ import transaction
 import ZODB
 from ZODB.tests import (
     BasicStorage, ConflictResolution, MTStorage, PersistentStorage,
-    ReadOnlyStorage, RevisionStorage, StorageTestBase, Synchronization)
+    ReadOnlyStorage, RevisionStorage, StorageTestBase, Synchronization,
+    racetest)
 
 from ZODB.utils import p64, u64
 
@@ -219,6 +220,31 @@ def _zodbTests():
 
 
 ZODBTests = _zodbTests()
+
+
+class RaceTests(ClusterStorageTestBase, racetest.RaceTests):
+    """
+    ZODB's race tests: threads and clients incrementing two objects in
+    each transaction, and checking that they always read them equal.  On
+    two storage nodes, such a transaction may involve both (a two-phase
+    commit, with its votes going with its stores).
+    """
+
+
+class RaceTestsVotesAlwaysWithStores(RaceTests):
+    """L{RaceTests}, the votes going with the stores even under contention
+    (soft votes withdrawn by relocks, instead of the stores answered
+    first)."""
+
+    def setUp(self):
+        from neo.client.app import ClientApp
+        self.patch(ClientApp, "CONTENDED_COMMITS", 0)
+        super().setUp()
+
+    def patch(self, obj, name, value):
+        old = getattr(obj, name)
+        setattr(obj, name, value)
+        self.addCleanup(setattr, obj, name, old)
 
 
 class LargeRecordTests(ClusterStorageTestBase):
