@@ -308,6 +308,11 @@ def runUpdate(db, n, key):
     return n / elapsed
 
 
+#: Passes of warm_read in a repetition, whose median is its figure: a pass
+#: takes milliseconds, the time a slow spell of a shared machine lasts.
+WARM_PASSES = 5
+
+
 def runReads(target, n, key):
     """cold_read with a new client, then warm_read on the same one."""
     db = target.open()
@@ -318,11 +323,14 @@ def runReads(target, n, key):
         for item in tree.values():
             item.i
         cold = n / (time.perf_counter() - start)
-        conn.cacheMinimize()
-        start = time.perf_counter()
-        for item in conn.root()[key].values():
-            item.i
-        warm = n / (time.perf_counter() - start)
+        passes = []
+        for _ in range(WARM_PASSES):
+            conn.cacheMinimize()
+            start = time.perf_counter()
+            for item in conn.root()[key].values():
+                item.i
+            passes.append(n / (time.perf_counter() - start))
+        warm = statistics.median(passes)
         conn.close()
     finally:
         db.close()
