@@ -142,7 +142,7 @@ class ClientApp(ClusterView):
         #: ahead, for the next commit.
         self._spare = None
         #: Commits left to vote in two steps on several nodes, since one
-        #: met a conflict (L{_batches}).
+        #: met a conflict (L{_pipelined}).
         self._contended = 0
         self._link = MasterLinkService(self, reactor, masters)
 
@@ -536,7 +536,7 @@ class ClientApp(ClusterView):
 
     #: Commits that vote on several nodes in two steps (stores answered,
     #: then votes) after one met a conflict, before votes go with the
-    #: stores again (L{_batches}).
+    #: stores again (L{_pipelined}).
     CONTENDED_COMMITS = 16
 
     def _untilBegun(self, txn, operation) -> bool:
@@ -723,23 +723,26 @@ class ClientApp(ClusterView):
         running = self._running()
         txn.metaPartition = self._metaPartition(txn)
         metaNids = self.pt.writable(txn.metaPartition, running)
-        # The stores, unless they can go with the vote (one node only), or
-        # with the votes (each node's with its own).
-        carried = self._carried(txn, records, metaNids)
-        batches = None
-        if carried is not None:
-            txn.involved.add(carried)
-        else:
-            batches = self._batches(txn, records, metaNids)
-            if batches is not None:
-                txn.involved.update(batches)
-            elif records:
+        # The stores go with the vote (one node only), or each node's with
+        # its vote (L{_voteEach}), when each node's share fits in one
+        # message; else ahead of the votes.
+        batches = self._batches(txn, records)
+        nids = txn.involved | set(metaNids) | set(batches or ())
+        carried = bool(records) and batches is not None and len(nids) == 1
+        if not carried and batches is not None and not (
+                (len(nids) > 1 or txn.softVotes)
+                and self._pipelined(txn, batches)):
+            batches = None
+        if batches is None:
+            if records:
                 self.storeMany(txn, records)
-        nids = txn.involved | set(metaNids)
+            nids = txn.involved | set(metaNids)
+        else:
+            txn.involved.update(batches)
         txn.voted = nids
         txn.reusable = False
         oids = list(txn.data)
-        if batches is not None and (len(nids) > 1 or txn.softVotes):
+        if batches is not None and not carried:
             return (yield self._voteEach(txn, nids, metaNids, batches, user,
                                          description, extension))
         if len(nids) == 1 and not txn.error and not txn.unsent:
@@ -753,22 +756,17 @@ class ClientApp(ClusterView):
                 raise ClusterError(f"the connection to {formatNid(nid)} was"
                                    " lost during the transaction")
             extra = {}
-            if carried is not None:
+            if carried:
                 extra["records"] = c.packRecords(records)
             d = proto.ask(c.VoteTransaction, ttid=txn.ttid, user=user,
                           description=description, extension=extension,
                           oids=oids if nid in metaNids else None,
                           pipelined=True, partition=txn.metaPartition,
                           **extra)
-            if carried is not None:
+            if carried:
                 # The answers of the stores come with the vote's: they are
-                # counted as outstanding until then.  The committed records
-                # they conflict with come along: cached as current (unless
-                # invalidated meanwhile), for the retry that follows.
-                stored = [record[0] for record in records]
-                for oid in stored:
-                    self.cache.beginLoad(oid)
-                d.addBoth(self._cacheCommitted, stored)
+                # counted as outstanding until then.
+                self._carriedBy(d, records)
                 d.addCallback(self._votedWithStores, txn, nid)
                 txn.outstanding.append(d)
             # An errback in this same turn: AMP drops the connection when an
@@ -817,49 +815,17 @@ class ClientApp(ClusterView):
                 raise ClusterError(f"vote failed: {result.getErrorMessage()}")
         return {}, {}
 
-    def _carried(self, txn, records, metaNids):
-        """
-        The node that C{records} can go to with the vote: the only one
-        they are written to, when the transaction involves no other (its
-        earlier stores and its metadata) and they fit in one message.
-        None otherwise.
-        """
-        if not records or txn.error or txn.unsent:
-            return None
-        size = 0
-        nids = txn.involved | set(metaNids)
-        for record in records:
-            nids.update(self._route(txn, record[0]))
-            size += len(record[3]) + 21
-            if len(nids) > 1 or size > self.BATCH_BYTES:
-                return None
-        if len(nids) != 1:
-            return None
-        nid, = nids
-        return nid
-
-    def _batches(self, txn, records, metaNids):
+    def _batches(self, txn, records):
         """
         C{{nid: records}}: the stores of C{records} node by node, when
-        they can go with the votes, which then follow the stores on each
-        node (L{_voteEach}): when nothing of the transaction was sent yet
-        (or only such votes), and each node's share fits in one message.
-        None otherwise.
+        each node's share fits in one message and nothing of the
+        transaction is still unsent; None otherwise.
         """
-        if txn.error or txn.unsent or txn.outstanding or (
-                txn.involved and txn.softVotes is None):
-            return None
-        if self._contended and txn.softVotes is None:
-            # Under contention, a vote sent with the stores is often
-            # written for nothing (conflicts elsewhere), on the very node
-            # that others wait for: the stores are answered first.
-            self._contended -= 1
+        if txn.error or txn.unsent:
             return None
         batches, sizes = {}, {}
         for record in records:
             for nid in self._route(txn, record[0]):
-                if txn.softVotes and txn.softVotes.get(nid):
-                    return None  # not expected: a voted node conflicted
                 batches.setdefault(nid, []).append(record)
                 sizes[nid] = sizes.get(nid, 0) + len(record[3]) + 21
                 if sizes[nid] > self.BATCH_BYTES:
@@ -867,6 +833,28 @@ class ClientApp(ClusterView):
         if txn.error:
             return None
         return batches
+
+    def _pipelined(self, txn, batches) -> bool:
+        """
+        Whether C{batches} can go with the votes on several nodes
+        (L{_voteEach}): nothing of the transaction was sent before but
+        such votes, none to a node that voted, and no conflict was met
+        lately.
+        """
+        if txn.outstanding:
+            return False
+        if txn.softVotes is None:
+            if txn.involved:
+                return False
+            if self._contended:
+                # Under contention, a vote sent with the stores is often
+                # written for nothing (conflicts elsewhere), on the very
+                # node that others wait for: the stores are answered first.
+                self._contended -= 1
+                return False
+            return True
+        # Not expected: a node that voted had conflicts.
+        return not any(txn.softVotes.get(nid) for nid in batches)
 
     @defer.inlineCallbacks
     def _voteEach(self, txn, nids, metaNids, batches, user, description,
@@ -905,10 +893,7 @@ class ClientApp(ClusterView):
             d = proto.ask(c.VoteTransaction, ttid=txn.ttid, pipelined=True,
                           shared=True, partition=txn.metaPartition, **extra)
             if batch:
-                stored = [record[0] for record in batch]
-                for oid in stored:
-                    self.cache.beginLoad(oid)
-                d.addBoth(self._cacheCommitted, stored)
+                self._carriedBy(d, batch)
             d.addCallbacks(self._votedOn, self._storeFailed,
                            callbackArgs=(txn, nid, txn.voteEpochs.get(nid, 0)),
                            errbackArgs=(txn, nid))
@@ -927,6 +912,17 @@ class ClientApp(ClusterView):
         self._storedMany(answer, txn, nid)
         if txn.voteEpochs.get(nid, 0) == epoch:
             txn.softVotes[nid] = answer["voted"]
+
+    def _carriedBy(self, d, records):
+        """
+        C{records} went with a vote, whose answer (C{d}) brings the
+        committed records they conflict with: cached as current (unless
+        invalidated meanwhile), for the retry that usually follows.
+        """
+        stored = [record[0] for record in records]
+        for oid in stored:
+            self.cache.beginLoad(oid)
+        d.addBoth(self._cacheCommitted, stored)
 
     def _cacheCommitted(self, answer, oids):
         committed = {}

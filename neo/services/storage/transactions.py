@@ -63,10 +63,9 @@ class StorageTransaction:
         #: pipelined vote with other participants): older transactions that
         #: wait for it still tell its client.
         self.soft = False
-        #: The database step of its lock is under way; Deferreds fired
-        #: once it is done.
-        self.lockPending = False
-        self.afterLock = []
+        #: While the database step of its lock is under way: the
+        #: Deferreds to fire once it is done (None otherwise).
+        self.afterLock = None
         #: C{(partition, metadata)} of a vote kept in memory (not durable).
         self.inMemory = None
         self.tid = None
@@ -547,13 +546,12 @@ class TransactionManager:
         except Exception:
             return defer.fail()
 
-        txn.lockPending = True
+        txn.afterLock = []
 
         def locked(result):
-            txn.lockPending = False
             if not isinstance(result, Failure):
                 txn.inMemory = None
-            waiting, txn.afterLock = txn.afterLock, []
+            waiting, txn.afterLock = txn.afterLock, None
             for waiter in waiting:
                 waiter.callback(None)
             return result if isinstance(result, Failure) else None
@@ -580,7 +578,7 @@ class TransactionManager:
         txn = self._txns.get(ttid)
         if txn is None:
             return defer.succeed(None)
-        if not commit and txn.lockPending:
+        if not commit and txn.afterLock is not None:
             # The lock was answered before its database step (direct
             # mode): the read locks last until that step is done.
             waiter = defer.Deferred()
