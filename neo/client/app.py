@@ -96,6 +96,15 @@ class ClientTransaction:
         #: C{{nid: count}} of the relocks that withdrew those votes: an
         #: answer to a vote sent before is not a vote.
         self.voteEpochs = {}
+        #: The Deferred answer of the master to the reservation of the
+        #: final TID, asked with the vote on a single node (L{ClientApp.
+        #: _reserve}); None if not asked.
+        self.reservation = None
+        #: That node, and the TID reserved once answered (None if refused).
+        self.reservedOn = None
+        self.reservedTid = None
+        #: The node was asked to finish it (L{ClientApp._finishAtNode}).
+        self.finishSent = False
 
 
 class ClientApp(ClusterView):
@@ -105,6 +114,9 @@ class ClientApp(ClusterView):
 
     role = "client"
     nodeType = NodeType.CLIENT
+    #: Whether a transaction on a single node is finished at that node,
+    #: under a TID reserved with its vote (L{_reserve}).
+    finishAtNode = True
 
     def __init__(self, reactor, masters, cluster, cache, readOnly=False):
         self.reactor = reactor
@@ -769,6 +781,8 @@ class ClientApp(ClusterView):
                 self._carriedBy(d, records)
                 d.addCallback(self._votedWithStores, txn, nid)
                 txn.outstanding.append(d)
+            if nid in metaNids:
+                self._reserve(txn, nid, oids)
             # An errback in this same turn: AMP drops the connection when an
             # error answer finds none.
             voted = []
@@ -782,6 +796,8 @@ class ClientApp(ClusterView):
             if isinstance(answer, Failure):
                 answer.raiseException()
             txn.reusable = not answer["voted"]
+            if not answer["voted"] and txn.reservation is not None:
+                self._unreserve(txn)
             if answer["voted"]:
                 txn.voting = True
                 return {}, {}
@@ -814,6 +830,53 @@ class ClientApp(ClusterView):
             if not ok:
                 raise ClusterError(f"vote failed: {result.getErrorMessage()}")
         return {}, {}
+
+    def _reserve(self, txn, nid, oids):
+        """
+        Ask the master, along with the vote on a single node, for the
+        final TID, to finish at that node (L{_finishAtNode}).
+        """
+        master = self.master
+        if txn.reservation is not None or txn.imposed or master is None \
+                or master is not txn.master or not self.finishAtNode:
+            return
+        txn.reservedOn = nid
+        txn.reservation = master.ask(
+            c.ReserveTransaction, ttid=txn.ttid, oids=oids,
+            checked=list(txn.checked), voted=[nid],
+            beginNext=self._spare is None or None,
+            metaPartition=txn.metaPartition)
+        d = txn.reservation
+        d.addCallback(self._reserved, txn, master, d)
+
+    def _reserved(self, answer, txn, master, d):
+        if txn.reservation is d:
+            txn.reservedTid = answer["tid"]
+        self._keepSpare(answer["nextTtid"], master)
+        return answer
+
+    def _unreserve(self, txn):
+        """
+        Give back the TID reserved for a transaction whose vote conflicted:
+        the commits after it need not wait for its conflicts to be resolved
+        (its client may well wait for their invalidations), nor for its
+        abort.  Its next vote asks again.
+        """
+        d, txn.reservation = txn.reservation, None
+        txn.reservedTid = None
+        d.addErrback(lambda _: None)
+        master = self.master
+        if master is not None and master is txn.master:
+            # The transaction stays begun (a refused reservation: nothing).
+            master.notify(c.AbortTransaction, ttid=txn.ttid, keep=True)
+
+    def _keepSpare(self, ttid, master):
+        """A transaction begun ahead for our next commit, if any."""
+        if ttid is not None:
+            if self._spare is None and master is self.master:
+                self._spare = (master, defer.succeed(ttid))
+            else:
+                self._giveBack(ttid, master)
 
     def _batches(self, txn, records):
         """
@@ -947,11 +1010,15 @@ class ClientApp(ClusterView):
         return d.addBoth(self._finished, txn.ttid)
 
     def _finished(self, result, ttid):
+        self._stopHolding(ttid)
+        return result
+
+    def _stopHolding(self, ttid):
+        """Later commits' invalidations wait no more for this one's."""
         if self._finishingTids.pop(ttid, None) is not None:
             held, self._heldInvalidations = self._heldInvalidations, []
             for tid, oids in held:
                 self.invalidate(tid, oids)
-        return result
 
     @defer.inlineCallbacks
     def _finish(self, txn, callback):
@@ -959,6 +1026,11 @@ class ClientApp(ClusterView):
         if master is not getattr(txn, "master", None):
             raise ClusterError("the connection to the master was lost"
                                " during the commit")
+        if txn.reservation is not None:
+            yield txn.reservation
+            if txn.reservedTid is not None and (
+                    yield self._finishAtNode(txn)):
+                return self._committed(txn, master, txn.reservedTid, callback)
         # The nodes voted on (still connected) may tell us of the commit
         # themselves, a message sooner than the master (direct mode).
         waiters = None
@@ -995,12 +1067,42 @@ class ClientApp(ClusterView):
             self._finishing.pop(txn.ttid, None)
             for d in (waiters or {}).values():
                 d.addErrback(lambda _: None)  # a node lost, not waited for
-        tid = answer["tid"]
-        if answer["nextTtid"] is not None:
-            if self._spare is None and master is self.master:
-                self._spare = (master, defer.succeed(answer["nextTtid"]))
-            else:
-                self._giveBack(answer["nextTtid"], master)
+        return self._committed(txn, master, answer, callback)
+
+    @defer.inlineCallbacks
+    def _finishAtNode(self, txn):
+        """Finish at its only node a transaction whose final TID the
+        master reserved; returns whether the node did."""
+        nid = txn.reservedOn
+        proto = txn.protos.get(nid)
+        if txn.voted != {nid} or proto is None or \
+                self._storages.get(nid) is not proto:
+            raise ClusterError(f"the connection to {formatNid(nid)} was"
+                               " lost during the commit")
+        # Later commits' invalidations wait for ours (L{invalidate}).
+        self._finishingTids[txn.ttid] = txn.reservedTid
+        txn.finishSent = True
+        answer = yield proto.ask(c.FinishTransaction, ttid=txn.ttid,
+                                 tid=txn.reservedTid)
+        if not answer["committed"]:
+            # Refused (a transaction it waited for got a greater TID): the
+            # master finishes it, under a new TID.
+            self._stopHolding(txn.ttid)
+            txn.finishSent = False
+            return False
+        self._txnByTtid.pop(txn.ttid, None)
+        return True
+
+    def _committed(self, txn, master, answer, callback):
+        """
+        Our commit is done (C{answer}: the master's answer to the finish,
+        or the TID): update the cache, move lastTid.
+        """
+        if isinstance(answer, bytes):
+            tid = answer
+        else:
+            tid = answer["tid"]
+            self._keepSpare(answer["nextTtid"], master)
         with self.lastTidLock:
             for oid, (_, data) in txn.data.items():
                 self.cache.invalidate([oid], tid)
@@ -1043,15 +1145,23 @@ class ClientApp(ClusterView):
         master = self.master
         if master is None:
             return
+        if txn.reservation is not None:
+            txn.reservation.addErrback(lambda _: None)  # maybe unread
+            if txn.reservation.called and txn.reservedTid is None:
+                txn.reservation = None  # refused: nothing to give back
         if (txn.reusable and told == txn.voted and not txn.imposed
                 and master is txn.master and self._spare is None
                 and not self.readOnly):
             # A conflict, likely retried: the retry takes this temporary
             # TID over, the master none the wiser (the node it was voted on
-            # was told first, on the same connection).
+            # was told first, on the same connection) but for the TID it
+            # may have reserved, given back.
             self._spare = (master, defer.succeed(txn.ttid))
+            if txn.reservation is not None:
+                master.notify(c.AbortTransaction, ttid=txn.ttid, keep=True)
             return
-        master.notify(c.AbortTransaction, ttid=txn.ttid)
+        master.notify(c.AbortTransaction, ttid=txn.ttid,
+                      finishing=txn.finishSent or None)
         # Likely retried: begin the next one meanwhile.
         self._beginAhead(master)
 

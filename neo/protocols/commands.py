@@ -19,7 +19,7 @@ from neo.lib.states import ClusterState
 from neo.protocols.arguments import BigBytes, Enum, Json, Oid, OidList, Tid
 from neo.protocols.errors import COMMON_ERRORS, FATAL_ERRORS, ProtocolError
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 
 class Command(amp.Command):
@@ -225,9 +225,41 @@ class NotifyUnlockInformation(Notification):
 
 
 class AbortTransaction(Notification):
-    """Forget a transaction that did not reach the lock phase."""
+    """
+    Forget a transaction that did not reach the lock phase.  From a client
+    to the master, about a transaction whose TID was reserved
+    (L{ReserveTransaction}): C{finishing} says that the client asked its
+    storage node to finish it (L{FinishTransaction}), so that the node
+    decides (L{AskResolveTransaction}); C{keep} gives the TID back but
+    keeps the transaction begun, for the retry that usually follows a
+    conflict to take it over.
+    """
+
+    arguments = [(b"ttid", Tid()), (b"finishing", amp.Boolean(optional=True)),
+                 (b"keep", amp.Boolean(optional=True))]
+
+
+class NotifyCommitted(Notification):
+    """
+    Storage to master: a transaction reserved for its client to finish at
+    this node (L{ReserveTransaction}) is committed here (its read locks
+    last until it is in the database).
+    """
+
+    arguments = [(b"ttid", Tid()), (b"tid", Tid())]
+
+
+class AskResolveTransaction(Command):
+    """
+    Master to storage: the client of a transaction reserved for it to
+    finish here (L{ReserveTransaction}) was lost, or gave it up after
+    asking to finish it.  The node decides: C{committed} if it is being
+    finished here; otherwise the node aborts it, and refuses to finish it
+    later.
+    """
 
     arguments = [(b"ttid", Tid())]
+    response = [(b"committed", amp.Boolean())]
 
 
 # -- Client <-> master --------------------------------------------------------
@@ -261,6 +293,9 @@ class AskFinishTransaction(Command):
     L{NotifyTransactionFinished} once the transaction is committed (the
     commit is not done before that).  The client's other connections hear
     of it from the master as usual.
+
+    A transaction whose reserved TID its node refused (L{FinishTransaction})
+    is finished this way, under a new TID.
     """
 
     arguments = [(b"ttid", Tid()), (b"oids", OidList()),
@@ -271,6 +306,28 @@ class AskFinishTransaction(Command):
                  (b"direct", amp.Boolean(optional=True))]
     response = [(b"tid", Tid()), (b"nextTtid", Tid(optional=True)),
                 (b"direct", amp.Boolean(optional=True))]
+
+
+class ReserveTransaction(Command):
+    """
+    Sent along with the vote of a transaction on a single storage node:
+    the arguments are those of L{AskFinishTransaction}.  If that node is
+    the only participant and no other transaction is being finished, the
+    master gives the transaction its final TID at once (C{tid}), and the
+    client finishes it at the node itself (L{FinishTransaction}), which
+    tells the master (L{NotifyCommitted}): one message less than
+    L{AskFinishTransaction}.  Until then, the transactions finished after
+    it wait for it, and so do syncs.  Otherwise C{tid} is None and nothing
+    is reserved: the client finishes through the master.
+    """
+
+    arguments = [(b"ttid", Tid()), (b"oids", OidList()),
+                 (b"checked", OidList()),
+                 (b"voted", amp.ListOf(amp.Integer())),
+                 (b"beginNext", amp.Boolean(optional=True)),
+                 (b"metaPartition", amp.Integer(optional=True))]
+    response = [(b"tid", Tid(optional=True)),
+                (b"nextTtid", Tid(optional=True))]
 
 
 class AskLastTransaction(Command):
@@ -363,6 +420,21 @@ class NotifyTransactionFinished(Notification):
     """
 
     arguments = [(b"ttid", Tid()), (b"tid", Tid())]
+
+
+class FinishTransaction(Command):
+    """
+    Client to storage: commit, under C{tid}, the transaction voted here
+    as its only participant, whose final TID the master reserved
+    (L{ReserveTransaction}).  Answered once it is in the database, with
+    C{committed}; or at once without, when a transaction that held one of
+    its locks before got a greater TID meanwhile (commits follow the order
+    of the locks): the client then finishes it through the master
+    (L{AskFinishTransaction}), under a new TID.
+    """
+
+    arguments = [(b"ttid", Tid()), (b"tid", Tid())]
+    response = [(b"committed", amp.Boolean())]
 
 
 class NotifyDeadlock(Notification):

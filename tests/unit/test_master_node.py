@@ -216,8 +216,17 @@ class FakeStorage(FakeNode):
         return self.record("NotifyUnlockInformation", ttid=ttid)
 
     @c.AbortTransaction.responder
-    def abortTransaction(self, ttid):
+    def abortTransaction(self, ttid, finishing=None, keep=None):
         return self.record("AbortTransaction", ttid=ttid)
+
+    #: C{{ttid: committed}}: the answers to L{c.AskResolveTransaction}
+    #: (by default, not committed).
+    resolutions = None
+
+    @c.AskResolveTransaction.responder
+    def askResolveTransaction(self, ttid):
+        self.record("AskResolveTransaction", ttid=ttid)
+        return {"committed": (self.resolutions or {}).get(ttid, False)}
 
 
 class Peer:
@@ -1084,6 +1093,165 @@ class TransactionTests(MasterTestCase):
         self.settle()
         self.successResultOf(ping)
         self.assertEqual(self.master._direct, set())
+
+    # -- TIDs reserved with the vote, finished at the node --------------
+
+    def reserve(self, ttid, oids, voted, client=None, **kwargs):
+        """Ask for the TID of C{ttid}, voted on C{voted}, its metadata
+        in the partition of its first oid; the settled answer."""
+        kwargs.setdefault("metaPartition", u64(oids[0]) % PARTITIONS)
+        return self.ask(client or self.client, c.ReserveTransaction,
+                        ttid=ttid, oids=list(oids), checked=[],
+                        voted=list(voted), **kwargs)
+
+    def reserved(self, client=None):
+        """A transaction on S1 only whose TID was reserved: its ttid, oids
+        and TID."""
+        ttid = self.begin(client)
+        oids = onStorage(S1, 2)
+        tid = self.successResultOf(self.reserve(ttid, oids, [S1],
+                                                client=client))["tid"]
+        self.assertIsNotNone(tid)
+        return ttid, oids, tid
+
+    def committedBy(self, peer, ttid, tid):
+        """The storage node C{peer} says it committed C{ttid}."""
+        self.notify(peer, c.NotifyCommitted, ttid=ttid, tid=tid)
+
+    def test_reserveForSoleParticipant(self):
+        """
+        A transaction voted on its only participant gets its final TID
+        with the vote, in that node's partition, and nobody is asked to
+        lock it: the node tells when it committed it, and only then are
+        the other clients invalidated and the syncs answered.
+        """
+        ttid, oids, tid = self.reserved()
+        self.assertGreater(tid, ttid)
+        self.assertEqual(u64(tid) % PARTITIONS, u64(oids[0]) % PARTITIONS)
+        self.assertEqual(self.locks(self.s1) + self.locks(self.s2), [])
+        ping = self.ask(self.other, c.Ping)
+        self.assertNoResult(ping)
+        self.committedBy(self.s1, ttid, tid)
+        self.successResultOf(ping)
+        self.assertEqual(self.other.fake.named("InvalidateObjects"),
+                         [{"tid": tid, "oids": oids}])
+        self.assertEqual(self.client.fake.named("InvalidateObjects"), [])
+        self.assertEqual(self.master.lastTid, u64(tid))
+        self.assertEqual(len(self.master.transactions), 0)
+        self.assertEqual(self.s1.fake.named("NotifyUnlockInformation"), [])
+
+    def test_reserveRefused(self):
+        """No TID is reserved (the client finishes through the master) for
+        a transaction with another participant, or not voted on its
+        participant, or with an imposed TID, or while another one is being
+        finished; nothing is queued then."""
+        self.holdLocks()
+        ttid = self.begin()
+        both = onStorage(S1, 1) + onStorage(S2, 1)
+        refusals = [self.reserve(ttid, both, [S1, S2]),
+                    self.reserve(ttid, onStorage(S1, 1), [S2])]
+        imposed = self.begin(tid=p64(self.master.tids.last + 100))
+        refusals.append(self.reserve(
+            imposed, onStorage(holder(imposed), 1), [holder(imposed)],
+            metaPartition=u64(imposed) % PARTITIONS))
+        self.notify(self.client, c.AbortTransaction, ttid=imposed)
+        finishing = self.begin(self.other)
+        self.finish(finishing, oids=onStorage(S2, 1), client=self.other)
+        refusals.append(self.reserve(ttid, onStorage(S1, 1), [S1]))
+        for d in refusals:
+            self.assertIsNone(self.successResultOf(d)["tid"])
+        self.assertEqual([t.ttid for t in self.master.transactions.queue],
+                         [u64(finishing)])
+
+    def test_reservedFirstInQueue(self):
+        """A transaction finished after a reservation gets a greater TID
+        and waits for the reserved one to be committed."""
+        ttid, oids, tid = self.reserved()
+        later = self.begin(self.other)
+        d = self.finish(later, oids=onStorage(S2, 1), client=self.other)
+        self.assertNoResult(d)
+        self.committedBy(self.s1, ttid, tid)
+        self.assertGreater(self.successResultOf(d)["tid"], tid)
+
+    def test_reservedGivenBack(self):
+        """A reservation given back (its vote conflicted) lets the commits
+        queued behind it go, and the transaction stays begun: it may be
+        reserved again, under a new TID."""
+        ttid, oids, tid = self.reserved()
+        later = self.begin(self.other)
+        d = self.finish(later, oids=onStorage(S2, 1), client=self.other)
+        self.notify(self.client, c.AbortTransaction, ttid=ttid, keep=True)
+        self.successResultOf(d)
+        self.assertEqual(self.s1.fake.named("AbortTransaction"), [])
+        again = self.successResultOf(self.reserve(ttid, oids, [S1]))["tid"]
+        self.assertGreater(again, tid)
+        self.committedBy(self.s1, ttid, again)
+        self.assertEqual(len(self.master.transactions), 0)
+
+    def test_reservedAborted(self):
+        """A reserved transaction that its client aborts without having
+        asked its node to finish it is aborted at once."""
+        ttid, oids, tid = self.reserved()
+        self.notify(self.client, c.AbortTransaction, ttid=ttid)
+        self.assertEqual(self.s1.fake.named("AskResolveTransaction"), [])
+        self.assertEqual(self.s1.fake.named("AbortTransaction"),
+                         [{"ttid": ttid}])
+        self.assertEqual(len(self.master.transactions), 0)
+        self.assertEqual(self.master._direct, set())
+
+    def test_reservedResolvedByNode(self):
+        """
+        When its client is lost, or aborts it after asking its node to
+        finish it, a reserved transaction is what its node says: committed
+        (the others are invalidated) or not (aborted), once.
+        """
+        for committed in (False, True):
+            self.s1.fake.resolutions = {}
+            ttid, oids, tid = self.reserved(self.other)
+            self.s1.fake.resolutions[ttid] = committed
+            self.notify(self.other, c.AbortTransaction, ttid=ttid,
+                        finishing=True)
+            self.notify(self.other, c.AbortTransaction, ttid=ttid,
+                        finishing=True)
+            self.assertEqual(self.s1.fake.named("AskResolveTransaction")[-1:],
+                             [{"ttid": ttid}])
+            self.assertEqual(len(self.master.transactions), 0)
+            invalidated = self.client.fake.named("InvalidateObjects")
+            self.assertEqual(invalidated[-1:] == [{"tid": tid, "oids": oids}],
+                             committed)
+        self.assertEqual(len(self.s1.fake.named("AskResolveTransaction")), 2)
+        ttid, oids, tid = self.reserved()
+        self.disconnect(self.client)
+        self.assertEqual(self.s1.fake.named("AskResolveTransaction")[-1],
+                         {"ttid": ttid})
+        self.assertEqual(len(self.master.transactions), 0)
+
+    def test_reservedFinishedThroughMaster(self):
+        """A reserved transaction whose node refused the TID is finished
+        through the master under a new TID, after the commits queued
+        behind the reservation."""
+        ttid, oids, tid = self.reserved()
+        later = self.begin(self.other)
+        d = self.finish(later, oids=onStorage(S1, 1), client=self.other)
+        self.assertNoResult(d)
+        answer = self.successResultOf(self.finish(ttid, oids=oids,
+                                                  voted=[S1]))
+        laterTid = self.successResultOf(d)["tid"]
+        self.assertGreater(laterTid, tid)
+        self.assertGreater(answer["tid"], laterTid)
+        self.assertEqual(len(self.master.transactions), 0)
+
+    def test_committedNotReserved(self):
+        """A node's word on a transaction that was not reserved for it is
+        ignored (and logged)."""
+        ttid = self.begin()
+        self.committedBy(self.s1, ttid, p64(u64(ttid) + 1))
+        ttid, oids, tid = self.reserved()
+        self.committedBy(self.s2, ttid, tid)
+        self.committedBy(self.s1, ttid, p64(u64(tid) + 1))
+        self.assertEqual(self.other.fake.named("InvalidateObjects"), [])
+        self.assertEqual(len(self.master.transactions), 2)
+        self.flushLoggedErrors()
 
     def test_singleParticipantLocksFinal(self):
         """A storage node that is the only participant locks and unlocks

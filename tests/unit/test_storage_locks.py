@@ -1014,3 +1014,102 @@ class FinalLockTests(TransactionManagerTestCase):
         self.successResultOf(self.tm.readable(A))
         self.assertEqual(self.successResultOf(self.store(self.begin(T2), A)),
                          S7)
+
+
+class FinishAtNodeTests(TransactionManagerTestCase):
+    """
+    A transaction voted in memory, finished by its client under the TID
+    the master reserved with its vote (L{TransactionManager.finish}), or
+    decided by the master should its client be lost
+    (L{TransactionManager.resolve}).
+    """
+
+    def voted(self, ttid, oid, client=C1, check=False, serial=S5):
+        txn = self.begin(ttid, client)
+        if check:
+            d = self.tm.checkCurrent(txn, PARTITION, oid, serial)
+        else:
+            d = self.store(txn, oid, serial)
+        self.assertIsNone(self.successResultOf(d))
+        self.successResultOf(self.tm.vote(txn, PARTITION, None,
+                                          durable=False))
+        return txn
+
+    def test_finish(self):
+        """The client's finish commits under the reserved TID, as a final
+        lock does."""
+        self.voted(T1, A)
+        self.successResultOf(self.tm.finish(T1, C1, p64(9)))
+        self.assertEqual(len(self.tm), 0)
+        self.assertEqual(self.db.serials[0xA], 9)
+
+    def test_finishRefused(self):
+        """A finish is refused for another client's transaction, for one
+        not voted in memory, twice, and after the master decided that it
+        aborts."""
+        self.voted(T1, A)
+        self.assertRaises(TransactionNotFound, self.tm.finish, T1, C2,
+                          p64(9))
+        txn = self.begin(T2)
+        self.assertIsNone(self.successResultOf(self.store(txn, B)))
+        self.assertRaises(TransactionNotFound, self.tm.finish, T2, C1,
+                          p64(9))
+        self.successResultOf(self.vote(txn))  # durable: not a sole one
+        self.assertRaises(TransactionNotFound, self.tm.finish, T2, C1,
+                          p64(9))
+        self.assertFalse(self.tm.resolve(T1))
+        self.assertRaises(TransactionNotFound, self.tm.finish, T1, C1,
+                          p64(9))
+        self.assertEqual(self.db.serials[0xA], 5)
+
+    def test_resolve(self):
+        """The master's question: committed once the client asked to
+        finish; otherwise aborted (its locks released), and refused should
+        the client's finish still come."""
+        self.voted(T1, A)
+        d = self.db.pause("commitVoted")
+        self.tm.finish(T1, C1, p64(9))
+        self.assertTrue(self.tm.resolve(T1))
+        d.callback(None)
+        self.assertEqual(self.db.serials[0xA], 9)
+        self.voted(T2, B)
+        self.assertFalse(self.tm.resolve(T2))
+        self.assertEqual(len(self.tm), 0)
+        self.assertIsNone(self.successResultOf(self.store(self.begin(T3), B)))
+        self.assertFalse(self.tm.resolve(p64(42)))
+        self.voted(p64(42), A, serial=p64(9))
+        self.assertRaises(TransactionNotFound, self.tm.finish, p64(42), C1,
+                          p64(10))
+
+    def test_reservedBeforeALaterLock(self):
+        """
+        A TID reserved before the transaction took a lock that another
+        transaction held (here to check the oid) until it was locked under
+        a greater TID is refused (None): commits follow the order of the
+        locks.  A greater TID is accepted.
+        """
+        holder = self.voted(T1, A, check=True)
+        waiter = self.begin(T2, C2)
+        d = self.store(waiter, A)
+        self.assertNoResult(d)
+        self.successResultOf(self.tm.lock(holder.ttid, p64(20), final=True))
+        self.assertIsNone(self.successResultOf(d))
+        self.successResultOf(self.tm.vote(waiter, PARTITION, None,
+                                          durable=False))
+        self.assertIsNone(self.tm.finish(T2, C2, p64(19)))
+        self.assertIsNone(self.tm.finish(T2, C2, p64(20)))
+        self.assertEqual(self.db.serials[0xA], 5)
+        self.successResultOf(self.tm.finish(T2, C2, p64(21)))
+        self.assertEqual(self.db.serials[0xA], 21)
+
+    def test_reservedLocksForgotten(self):
+        """Beyond the locks it remembers, the node refuses any TID not
+        greater than the greatest it forgot."""
+        self.tm.SERIALS = 1
+        for ttid, oid, tid in ((T1, A, 20), (T2, B, 30)):
+            self.voted(ttid, oid)
+            self.successResultOf(self.tm.lock(ttid, p64(tid), final=True))
+        self.voted(T3, A, serial=p64(20))
+        self.assertIsNone(self.tm.finish(T3, C1, p64(19)))
+        self.successResultOf(self.tm.finish(T3, C1, p64(21)))
+        self.assertEqual(self.db.serials[0xA], 21)

@@ -418,7 +418,8 @@ class CommitPathTests(ClusterStorageTestBase):
         asked = self.recordStorageCommands()
         tid, resolved = commitCounter(storage, oid, first, 2)  # +1
         self.assertEqual(resolved, [oid])
-        self.assertEqual(asked, ["VoteTransaction", "VoteTransaction"])
+        self.assertEqual(asked, ["VoteTransaction", "VoteTransaction",
+                                 "FinishTransaction"])
         storage._cache.clear()
         self.assertEqual(zodb_unpickle(storage.loadSerial(oid, tid))._value,
                          4)
@@ -435,7 +436,7 @@ class CommitPathTests(ClusterStorageTestBase):
             expected = spare[1].result
             self.assertEqual(self.commit(data), expected)
         self.assertEqual(asked, ["AskBeginTransaction"]
-                         + ["AskFinishTransaction"] * 3)
+                         + ["ReserveTransaction"] * 3)
         self.assertEqual(self._storage.load(self.oid)[0], b"3")
         # The master holds the one begun ahead, and nothing else (once it
         # heard that the last commit is done: a sync waits for that).
@@ -463,6 +464,7 @@ class CommitPathTests(ClusterStorageTestBase):
         node (direct mode): the master's answer says so, and the node's
         notification carries the TID tpc_finish returns."""
         app = self._storage._app
+        app.finishAtNode = False
         heard, answers = recordDirectFinish(app)
         self.oid, self.serial = self._storage.new_oid(), None
         ttid = self.commit(b"1")
@@ -594,6 +596,7 @@ class CommitPathTests(ClusterStorageTestBase):
         from ZODB.Connection import TransactionMetaData
         from ZODB.utils import z64
         storage = self._storage
+        storage._app.finishAtNode = False
         node = self._cluster.storages[0]
         # The node commits, but its connection to the client is lost
         # instead of the confirmation.
@@ -609,10 +612,127 @@ class CommitPathTests(ClusterStorageTestBase):
         self.assertIn("lost while it committed", str(raised.exception))
         self.assertEqual(storage._app._finishing, {})
 
-    def test_conflictRetryTakesTheTtidOver(self):
-        """A transaction whose only node answered its vote with a conflict
-        leaves its temporary TID to the retry: the master hears neither of
-        the abort nor of a new begin, and the retry commits under it."""
+    def test_finishAtNode(self):
+        """A commit on one storage node asks the master only for its TID,
+        along with the vote, and is finished at the node: tpc_finish
+        returns that TID, which the other clients are invalidated with."""
+        storage, other = self._storage, self._new_storage_client()
+        self.oid, self.serial = storage.new_oid(), None
+        self.commit(b"1")
+        before = other.lastTransaction()
+        asked = self.recordMasterCommands()
+        stored = self.recordStorageCommands()
+        answers, ask = [], storage._app.master.ask
+        storage._app.master.ask = lambda command, **kwargs: ask(
+            command, **kwargs).addCallback(lambda a: answers.append(a) or a)
+        self.commit(b"2")
+        self.assertEqual(asked, ["ReserveTransaction"])
+        self.assertEqual(stored, ["VoteTransaction", "FinishTransaction"])
+        self.assertEqual([a["tid"] for a in answers], [self.serial])
+        self.assertEqual(self.invalidatedAfter(other, u64(before) and before),
+                         self.serial)
+        self.assertEqual(other.load(self.oid), (b"2", self.serial))
+        storage.sync()
+        self.assertEqual(self._cluster.master.transactions.queue, [])
+
+    def voteAside(self, storage, t):
+        """tpc_vote of C{t} in a thread of its own: returns the list that
+        gets its outcome (or exception), and the thread."""
+        import threading
+        voted = []
+
+        def vote():
+            try:
+                voted.append(storage.tpc_vote(t))
+            except Exception as e:
+                voted.append(e)
+        voter = threading.Thread(target=vote)
+        voter.start()
+        return voted, voter
+
+    def waitReserved(self):
+        """Wait until the master reserved a TID for a transaction."""
+        master = self._cluster.master
+        self._cluster.bridge.call(self._cluster._waitFor, lambda: any(
+            t.reserved for t in master.transactions.queue))
+
+    def test_reservationGivenBackOnConflict(self):
+        """
+        A vote that conflicts gives its reserved TID back at once: the
+        commit it conflicted with, queued behind the reservation, is
+        invalidated at once, which the conflict waits for (instead of
+        waiting in vain for as long as it may).
+        """
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.POSException import ConflictError
+        storage, other = self._storage, self._new_storage_client()
+        other._app.finishAtNode = False
+        storage.CONFLICT_WAIT = 10
+        waits, waitForTid = [], storage._app.waitForTid
+        storage._app.waitForTid = lambda tid, timeout: waits.append(
+            waitForTid(tid, timeout)) or waits[-1]
+        self.oid, self.serial = storage.new_oid(), None
+        self.commit(b"1")
+        first = self.serial
+        theirs = TransactionMetaData()
+        other.tpc_begin(theirs)
+        other.store(self.oid, first, b"2", "", theirs)
+        other.tpc_vote(theirs)
+        mine = TransactionMetaData()
+        storage.tpc_begin(mine)
+        storage.store(self.oid, first, b"3", "", mine)
+        voted, voter = self.voteAside(storage, mine)
+        self.waitReserved()  # while waiting for the lock of theirs
+        finished, finisher = self.finishAside(other, theirs)
+        voter.join(30)
+        finisher.join(30)
+        self.assertIsInstance(voted[0], ConflictError)
+        self.assertEqual(waits, [True])
+        storage.tpc_abort(mine)
+        self.assertEqual(storage.load(self.oid), (b"2", finished[0]))
+
+    def test_reservedTidRefusedAfterALaterLock(self):
+        """
+        A transaction whose TID was reserved before it took a lock that
+        another transaction held until it got a greater TID is refused by
+        its node, and finished through the master: its TID follows that
+        of the other, as the order of the locks says.
+        """
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        storage, other = self._storage, self._new_storage_client()
+        other._app.finishAtNode = False
+        self.oid, self.serial = storage.new_oid(), None
+        self.commit(b"1")
+        checked = TransactionMetaData()
+        other.tpc_begin(checked)
+        other.store(other.new_oid(), z64, b"x", "", checked)
+        other.checkCurrentSerialInTransaction(self.oid, self.serial, checked)
+        other.tpc_vote(checked)
+        asked = self.recordMasterCommands()
+        stored = self.recordStorageCommands()
+        mine = TransactionMetaData()
+        storage.tpc_begin(mine)
+        storage.store(self.oid, self.serial, b"2", "", mine)
+        voted, voter = self.voteAside(storage, mine)
+        self.waitReserved()
+        finished, finisher = self.finishAside(other, checked)
+        voter.join(30)
+        self.assertEqual(voted, [[]])
+        tid = storage.tpc_finish(mine)
+        # Theirs was answered once ours left the head of the queue.
+        finisher.join(30)
+        self.assertGreater(tid, finished[0])
+        self.assertEqual(asked, ["ReserveTransaction",
+                                 "AskFinishTransaction"])
+        self.assertEqual(stored, ["VoteTransaction", "FinishTransaction"])
+        self.assertEqual(storage.load(self.oid), (b"2", tid))
+
+    def conflictThenRetry(self):
+        """A vote on one node that conflicts, its abort and its retry:
+        returns the temporary TID of the one that conflicted and of the
+        retry, the commands the client asked its master meanwhile and
+        those it told it."""
         from ZODB.Connection import TransactionMetaData
         from ZODB.POSException import ConflictError
         storage, other = self._storage, self._new_storage_client()
@@ -628,7 +748,9 @@ class CommitPathTests(ClusterStorageTestBase):
         master = storage._app.master
         told, notify = [], master.notify
         master.notify = lambda command, **kwargs: (
-            told.append(command.__name__), notify(command, **kwargs))
+            told.append(command.__name__ + (
+                " keep" if kwargs.get("keep") else "")),
+            notify(command, **kwargs))
         asked = self.recordMasterCommands()
         t = TransactionMetaData()
         storage.tpc_begin(t)
@@ -638,12 +760,33 @@ class CommitPathTests(ClusterStorageTestBase):
             storage.tpc_vote(t)
         storage.tpc_abort(t)
         self.serial = second
-        self.assertEqual(self.commit(b"3"), ttid)
-        self.assertEqual((asked, told), (["AskFinishTransaction"], []))
+        retry = self.commit(b"3")
+        asked, told = list(asked), list(told)
         self.assertEqual(storage.load(self.oid), (b"3", self.serial))
         storage.sync()
         for node in self._cluster.storages:
             self.assertEqual(self._cluster.bridge.call(len, node.txns), 0)
+        return ttid, retry, asked, told
+
+    def test_conflictRetryTakesTheTtidOver(self):
+        """A transaction whose only node answered its vote with a conflict
+        leaves its temporary TID to the retry: the master hears neither of
+        the abort nor of a new begin, and the retry commits under it."""
+        self._storage._app.finishAtNode = False
+        ttid, retry, asked, told = self.conflictThenRetry()
+        self.assertEqual(retry, ttid)
+        self.assertEqual((asked, told), (["AskFinishTransaction"], []))
+
+    def test_conflictGivesTheReservedTidBack(self):
+        """The TID reserved with a vote that conflicts is given back at
+        once (the commits after it need not wait for its resolution, nor
+        for its abort), and the retry needs no begin: it takes the one
+        begun with the reservation."""
+        ttid, retry, asked, told = self.conflictThenRetry()
+        self.assertNotEqual(retry, ttid)
+        self.assertEqual((asked, told), (["ReserveTransaction"] * 2, [
+            "AbortTransaction keep", "AbortTransaction"]))
+        self.assertEqual(self._cluster.master.transactions.queue, [])
 
     def test_beginAskedByFirstOperation(self):
         """tpc_begin asks nothing: a transaction aborted before any store
@@ -676,7 +819,7 @@ class CommitPathTests(ClusterStorageTestBase):
         self.assertIsNotNone(storage._app._spare)
         asked = self.recordMasterCommands()
         self.commit(b"2")
-        self.assertEqual(asked, ["AskFinishTransaction"])
+        self.assertEqual(asked, ["ReserveTransaction"])
 
 
 def recordDirectFinish(app):

@@ -282,8 +282,11 @@ class MasterNode(BaseNode):
 
     def _clientLost(self, entry):
         for txn in self.transactions:
-            if txn.clientNid == entry.nid and txn.tid is None:
-                self._abort(txn)
+            if txn.clientNid == entry.nid:
+                if txn.tid is None:
+                    self._abort(txn)
+                elif txn.reserved:
+                    self._resolve(txn)
 
     # -- Recovery -----------------------------------------------------------
 
@@ -460,8 +463,12 @@ class MasterNode(BaseNode):
         self.lastOid += count
         return [p64(oid) for oid in range(first, self.lastOid + 1)]
 
-    def finish(self, entry, ttid, oids, checked, voted=None,
-               beginNext=False, metaPartition=None, direct=False):
+    def _finishing(self, entry, ttid, oids, checked, voted, metaPartition):
+        """
+        The checks of a finish, and what it involves: returns the
+        transaction, its metadata partition, the storage nids that take
+        part, and the partitions that none of them holds.
+        """
         txn = self.transactions.get(u64(ttid))
         if txn is None or txn.clientNid != entry.nid or txn.tid is not None:
             raise TransactionNotFound(
@@ -491,22 +498,61 @@ class MasterNode(BaseNode):
             if not nids:
                 missing.append(partition)
             involved |= nids
+        return txn, metaPartition, involved, missing
+
+    def _assignTid(self, txn, oids, metaPartition, involved) -> int:
+        """Give a transaction its final TID: it enters the commit queue."""
+        if txn.imposed:
+            tid = txn.ttid
+        else:
+            tid = self.tids.next(self.pt.partitions, metaPartition)
+        if oids:
+            self.lastOid = max(self.lastOid, max(u64(o) for o in oids))
+        self.transactions.finishing(txn, tid, oids, involved)
+        # A single participant locks and unlocks in one step.
+        if len(involved) == 1:
+            txn.unlocked = involved
+        return tid
+
+    def reserve(self, entry, ttid, oids, checked, voted, beginNext=False,
+                metaPartition=None):
+        """
+        A transaction is being voted on a single node: if that node is its
+        only participant and no transaction is being finished, give it its
+        final TID now, for its client to finish it at that node (see
+        L{c.ReserveTransaction}).
+        """
+        txn, metaPartition, involved, missing = self._finishing(
+            entry, ttid, oids, checked, voted, metaPartition)
+        answer = {"tid": None}
+        if (not txn.imposed and not missing and len(involved) == 1
+                and involved == set(voted) and not self.transactions.queue
+                and self.state is ClusterState.RUNNING):
+            tid = self._assignTid(txn, oids, metaPartition, involved)
+            txn.reserved = True
+            # Syncs wait for it: its client hears of the commit from the
+            # node, and may tell others before we know.
+            self._direct.add(txn)
+            txn.finished.addErrback(lambda _: None)
+            answer["tid"] = p64(tid)
+        return self._beginNext(answer, entry) if beginNext else answer
+
+    def finish(self, entry, ttid, oids, checked, voted=None,
+               beginNext=False, metaPartition=None, direct=False):
+        txn = self.transactions.get(u64(ttid))
+        if txn is not None and txn.reserved and not txn.resolving and \
+                txn.clientNid == entry.nid:
+            # Its node refused the TID reserved: finished again.
+            self._unreserve(txn)
+        txn, metaPartition, involved, missing = self._finishing(
+            entry, ttid, oids, checked, voted, metaPartition)
         if missing:
             self._abort(txn)
             raise NotReady("the storage nodes the transaction was voted on"
                            " were lost (partitions"
                            f" {', '.join(map(str, missing))})")
-        if txn.imposed:
-            tid = txn.ttid
-        else:
-            tid = self.tids.next(pt.partitions, metaPartition)
-        if oids:
-            self.lastOid = max(self.lastOid, max(u64(o) for o in oids))
-        self.transactions.finishing(txn, tid, oids, involved)
-        # A single participant locks and unlocks in one step.
+        tid = self._assignTid(txn, oids, metaPartition, involved)
         final = len(involved) == 1
-        if final:
-            txn.unlocked = involved
         # Direct mode: the participants tell the client, one message sooner
         # than we could.  Only when every transaction before is committed:
         # the client was sent their invalidations, before this answer; the
@@ -541,6 +587,42 @@ class MasterNode(BaseNode):
 
     def _locked(self, _, txn, nid):
         self._committed(self.transactions.locked(txn.ttid, nid))
+
+    def committed(self, entry, ttid, tid):
+        """A storage node committed a transaction reserved for its client
+        to finish there."""
+        txn = self.transactions.get(u64(ttid))
+        if txn is None or not txn.reserved or txn.tid != u64(tid) \
+                or entry.nid not in txn.involved:
+            self.log.warn("{peer} committed {ttid:#x} under {tid:#x}, which"
+                          " was not reserved for it", peer=formatNid(
+                              entry.nid), ttid=u64(ttid), tid=u64(tid))
+            return
+        self._locked(None, txn, entry.nid)
+
+    def _resolve(self, txn):
+        """
+        The client of a reserved transaction was lost, or gave it up after
+        asking its node to finish it: the node decides whether it commits.
+        """
+        if txn.resolving:
+            return
+        txn.resolving = True
+        nid, = txn.involved
+        node = self.nodes.get(nid)
+        if node is None or node.proto is None:
+            return  # Lost: the cluster is recovering (_storageLost).
+
+        def resolved(answer):
+            if self.transactions.get(txn.ttid) is not txn:
+                return  # Committed (NotifyCommitted came first) or cleared.
+            if answer["committed"]:
+                self._locked(None, txn, nid)
+            else:
+                self._abort(txn)
+
+        d = node.proto.ask(c.AskResolveTransaction, ttid=p64(txn.ttid))
+        d.addCallbacks(resolved, self._lockFailed, errbackArgs=(txn, nid))
 
     def _lockFailed(self, failure, txn, nid):
         # A lost connection is handled by _storageLost.  Any other failure
@@ -596,13 +678,30 @@ class MasterNode(BaseNode):
             else:
                 d.callback(None)
 
-    def abort(self, entry, ttid):
+    def abort(self, entry, ttid, finishing=False, keep=False):
         txn = self.transactions.get(u64(ttid))
-        if txn is not None and txn.clientNid == entry.nid and txn.tid is None:
+        if txn is None or txn.clientNid != entry.nid:
+            return
+        if keep:
+            if txn.reserved and not txn.resolving:
+                self._unreserve(txn)
+        elif txn.tid is None:
             self._abort(txn)
+        elif txn.reserved:
+            if finishing:
+                self._resolve(txn)  # The node may have committed it.
+            else:
+                self._abort(txn)
+
+    def _unreserve(self, txn):
+        """A reserved TID given back: the transaction is only begun."""
+        committed = self.transactions.unreserve(txn)
+        self._directDone([txn])
+        self._committed(committed)
 
     def _abort(self, txn):
         committed = self.transactions.remove(txn.ttid)
+        self._directDone([txn])  # a reserved one: syncs wait no more
         for node in self.storages(NodeState.RUNNING):
             node.proto.notify(c.AbortTransaction, ttid=p64(txn.ttid))
         # An imposed TID aborted: what queued behind it may commit.
@@ -711,9 +810,20 @@ class MasterHandler(amp.CommandLocator):
                                 checked, voted, beginNext, metaPartition,
                                 direct)
 
+    @c.ReserveTransaction.responder
+    def reserveTransaction(self, ttid, oids, checked, voted, beginNext=False,
+                           metaPartition=None):
+        return self.node.reserve(self._peer(NodeType.CLIENT), ttid, oids,
+                                 checked, voted, beginNext, metaPartition)
+
     @c.AbortTransaction.responder
-    def abortTransaction(self, ttid):
-        self.node.abort(self._peer(NodeType.CLIENT), ttid)
+    def abortTransaction(self, ttid, finishing=False, keep=False):
+        self.node.abort(self._peer(NodeType.CLIENT), ttid, finishing, keep)
+        return {}
+
+    @c.NotifyCommitted.responder
+    def notifyCommitted(self, ttid, tid):
+        self.node.committed(self._peer(NodeType.STORAGE), ttid, tid)
         return {}
 
     @c.AskLastTransaction.responder

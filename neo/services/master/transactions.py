@@ -34,6 +34,11 @@ class MasterTransaction:
         #: The TID (the ttid) was imposed at begin: its place in the commit
         #: queue is reserved.
         self.imposed = False
+        #: Its final TID was given along with its vote, for its client to
+        #: finish it at its only storage node (L{c.ReserveTransaction}).
+        self.reserved = False
+        #: That node was asked to decide (its client lost or gave up).
+        self.resolving = False
 
 
 class TransactionTable:
@@ -91,6 +96,17 @@ class TransactionTable:
         txn.locking = set(involved)
         if not txn.imposed:
             self.queue.append(txn)
+
+    def unreserve(self, txn: MasterTransaction) -> list:
+        """
+        Take a transaction whose TID was reserved out of the commit queue,
+        to be finished again.  Returns the transactions now committed (those
+        that waited behind it), in TID order.
+        """
+        self.queue.remove(txn)
+        txn.tid = None
+        txn.reserved = False
+        return self._pop()
 
     def locked(self, ttid, nid) -> list:
         """

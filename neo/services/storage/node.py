@@ -343,9 +343,13 @@ class MasterHandler(MasterViewHandler):
         return {}
 
     @c.AbortTransaction.responder
-    def abortTransaction(self, ttid):
+    def abortTransaction(self, ttid, finishing=False, keep=False):
         self.node.txns.abort(ttid)
         return {}
+
+    @c.AskResolveTransaction.responder
+    def askResolveTransaction(self, ttid):
+        return {"committed": self.node.txns.resolve(ttid)}
 
 
 class ClientHandler(amp.CommandLocator):
@@ -502,10 +506,22 @@ class ClientHandler(amp.CommandLocator):
         return dict(stored, voted=True)
 
     @c.AbortTransaction.responder
-    def abortTransaction(self, ttid):
+    def abortTransaction(self, ttid, finishing=False, keep=False):
         self._client()
         self.node.txns.abort(ttid)
         return {}
+
+    @c.FinishTransaction.responder
+    def finishTransaction(self, ttid, tid):
+        client = self._client()
+        d = self.node.txns.finish(ttid, client.nid, tid)
+        if d is None:
+            return {"committed": False}
+        # Decided: the master may tell the other clients now, not a
+        # database step later (loads of its oids wait for the database:
+        # read locks), as when it locks a transaction itself.
+        self.node.master.notify(c.NotifyCommitted, ttid=ttid, tid=tid)
+        return d.addCallback(lambda _: {"committed": True})
 
     @c.AskObject.responder
     def askObject(self, oid, serial=None, before=None, maxSize=None):

@@ -106,6 +106,14 @@ class TransactionManager:
         self._lockWaiters = {}
         self._readLocks = {}
         self._readWaiters = {}
+        #: Ttids that the master decided are not to be finished here
+        #: (L{resolve}), the latest ones.
+        self._refused = OrderedDict()
+        #: C{{oid: tid}}: the TID of the last transaction that held the
+        #: lock on C{oid} until it was locked itself, the latest ones; and
+        #: the greatest of those forgotten (L{finish}).
+        self._releasedAt = OrderedDict()
+        self._releasedFloor = ZERO_TID
 
     def __len__(self):
         return len(self._txns)
@@ -557,6 +565,46 @@ class TransactionManager:
             return result if isinstance(result, Failure) else None
         return d.addBoth(locked)
 
+    def finish(self, ttid, clientNid, tid):
+        """
+        L{lock} with C{final}, asked by the client of a transaction voted
+        here as its only participant, under the TID that the master
+        reserved for it (L{neo.protocols.commands.ReserveTransaction}).
+        Raises L{TransactionNotFound} if there is no such transaction.
+        """
+        txn = self._txns.get(ttid)
+        if txn is None or txn.clientNid != clientNid or txn.tid is not None \
+                or txn.inMemory is None or ttid in self._refused:
+            raise TransactionNotFound(f"transaction {u64(ttid):#x} is not"
+                                      " voted here as its only participant")
+        # The TID was reserved before the transaction took its locks: a
+        # transaction that held one of them before may have got a greater
+        # TID since.  Commits follow the order of the locks, so that this
+        # one is then finished through the master, under a new TID.
+        floor, released = self._releasedFloor, self._releasedAt
+        if any(released.get(oid, floor) >= tid for oid in txn.oids()):
+            return None
+        return self.lock(ttid, tid, final=True)
+
+    #: How many ttids L{resolve} remembers refusing.
+    REFUSED_KEPT = 1000
+
+    def resolve(self, ttid) -> bool:
+        """
+        The master asks whether a transaction reserved for its client to
+        finish here commits: yes if its client asked (L{finish}); else it
+        is aborted, and refused should the client's request still come.
+        """
+        txn = self._txns.get(ttid)
+        if txn is not None and txn.tid is not None:
+            return True
+        self._refused[ttid] = None
+        if len(self._refused) > self.REFUSED_KEPT:
+            self._refused.popitem(last=False)
+        if txn is not None:
+            self.abort(ttid)
+        return False
+
     def _publish(self, txn):
         """Make a decided transaction what the next checks and conflict
         resolutions of its oids see, and release its write locks."""
@@ -566,8 +614,14 @@ class TransactionManager:
             self.records.put(oid, txn.tid, compression, data)
             if self.maxOid is not None and u64(oid) > self.maxOid:
                 self.maxOid = u64(oid)
+        released = self._releasedAt
         for oid in txn.oids():
             self._release(txn, oid)
+            released[oid] = txn.tid
+            released.move_to_end(oid)
+        while len(released) > self.SERIALS:
+            self._releasedFloor = max(self._releasedFloor,
+                                      released.popitem(last=False)[1])
 
     def unlock(self, ttid, commit=False):
         """
