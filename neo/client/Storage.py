@@ -323,7 +323,7 @@ class Storage(ConflictResolvingStorage):
             conflicts, readConflicts = self._call(
                 self._app.vote, txn, user, description, ext, records)
             for oid, committed in readConflicts.items():
-                self._conflicted(committed)
+                self._conflicted(txn, committed)
                 raise POSException.ReadConflictError(
                     oid=oid, serials=(committed, txn.checked[oid]))
             if not conflicts:
@@ -335,7 +335,7 @@ class Storage(ConflictResolvingStorage):
                     key=lambda item: item[0] not in txn.unresolvable):
                 serial, data = txn.data[oid]
                 if oid in txn.unresolvable:
-                    self._conflicted(committed)
+                    self._conflicted(txn, committed)
                     raise POSException.ConflictError(
                         oid=oid, serials=(committed, serial), data=data)
                 try:
@@ -343,7 +343,7 @@ class Storage(ConflictResolvingStorage):
                         oid, committed, serial, data,
                         self._committedData(txn, oid, committed))
                 except POSException.ConflictError:
-                    self._conflicted(committed)
+                    self._conflicted(txn, committed)
                     raise
                 txn.resolved.add(oid)
                 self._store(txn, oid, committed, resolved)
@@ -352,13 +352,17 @@ class Storage(ConflictResolvingStorage):
     #: it conflicted with.
     CONFLICT_WAIT = 1.0
 
-    def _conflicted(self, committed):
+    def _conflicted(self, txn, committed):
         """
         A conflict with the commit of C{committed} is about to be raised:
         wait for its invalidations first (the master sends them a moment
         after the storage node saw the commit), so that the retry that
-        usually follows sees it, instead of conflicting again.
+        usually follows sees it, instead of conflicting again.  The storage
+        nodes forget the transaction first: the locks it holds there may
+        be what that commit waits for, behind a TID reserved for another
+        transaction that waits for them.
         """
+        self._bridge.fire(self._app.abortAtNodes, txn)
         self._app.waitForTid(committed, self.CONFLICT_WAIT)
 
     @staticmethod

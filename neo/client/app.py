@@ -105,6 +105,8 @@ class ClientTransaction:
         self.reservedTid = None
         #: The node was asked to finish it (L{ClientApp._finishAtNode}).
         self.finishSent = False
+        #: The storage nodes told to forget it (L{ClientApp.abortAtNodes}).
+        self.toldNodes = None
 
 
 class ClientApp(ClusterView):
@@ -840,6 +842,12 @@ class ClientApp(ClusterView):
         if txn.reservation is not None or txn.imposed or master is None \
                 or master is not txn.master or not self.finishAtNode:
             return
+        if self._contended:
+            # Under contention, a vote often waits for locks, or conflicts:
+            # a TID reserved meanwhile holds the commits of others back, and
+            # their invalidations, which retries need.
+            self._contended -= 1
+            return
         txn.reservedOn = nid
         txn.reservation = master.ask(
             c.ReserveTransaction, ttid=txn.ttid, oids=oids,
@@ -1130,18 +1138,28 @@ class ClientApp(ClusterView):
             if d is not None and not d.called:
                 d.callback(tid)
 
+    def abortAtNodes(self, txn):
+        """
+        Tell the storage nodes to forget a transaction (about to be
+        aborted), once; returns the nodes told on the connections it used.
+        """
+        if txn.toldNodes is None:
+            txn.toldNodes = set()
+            if txn.ttid is not None:
+                for nid in set(txn.protos) | txn.involved:
+                    proto = self._storages.get(nid)
+                    if proto is not None:
+                        proto.notify(c.AbortTransaction, ttid=txn.ttid)
+                        if proto is txn.protos.get(nid):
+                            txn.toldNodes.add(nid)
+        return txn.toldNodes
+
     def abort(self, txn):
         txn.aborted = True
         if txn.ttid is None:
             return  # _begin tells the master when the ttid arrives.
         self._txnByTtid.pop(txn.ttid, None)
-        told = set()
-        for nid in set(txn.protos) | txn.involved:
-            proto = self._storages.get(nid)
-            if proto is not None:
-                proto.notify(c.AbortTransaction, ttid=txn.ttid)
-                if proto is txn.protos.get(nid):
-                    told.add(nid)
+        told = self.abortAtNodes(txn)
         master = self.master
         if master is None:
             return

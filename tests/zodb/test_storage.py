@@ -418,8 +418,9 @@ class CommitPathTests(ClusterStorageTestBase):
         asked = self.recordStorageCommands()
         tid, resolved = commitCounter(storage, oid, first, 2)  # +1
         self.assertEqual(resolved, [oid])
-        self.assertEqual(asked, ["VoteTransaction", "VoteTransaction",
-                                 "FinishTransaction"])
+        # After a conflict, the commits finish through the master for a
+        # while (no TID reserved with the vote: see test_contention...).
+        self.assertEqual(asked, ["VoteTransaction", "VoteTransaction"])
         storage._cache.clear()
         self.assertEqual(zodb_unpickle(storage.loadSerial(oid, tid))._value,
                          4)
@@ -691,6 +692,73 @@ class CommitPathTests(ClusterStorageTestBase):
         storage.tpc_abort(mine)
         self.assertEqual(storage.load(self.oid), (b"2", finished[0]))
 
+    def test_conflictReleasesLocksBeforeWaiting(self):
+        """
+        A client whose vote conflicts makes the storage nodes forget its
+        transaction before it waits for the invalidations of the commit it
+        conflicted with: a transaction whose TID was reserved may wait for
+        the locks it holds, with that commit queued behind it.
+        """
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.POSException import ConflictError
+        storage = self._storage
+        waiter, committer = (self._new_storage_client() for _ in range(2))
+        for client in (waiter, committer):
+            client._app.finishAtNode = False
+        waiter.CONFLICT_WAIT = 10
+        for node in self._cluster.storages:
+            # The client resolves (and fails to): the node, which would
+            # give the transaction up, releasing every lock, does not.
+            node.txns.resolveConflicts = False
+        waits, waitForTid = [], waiter._app.waitForTid
+        waiter._app.waitForTid = lambda tid, timeout: waits.append(
+            waitForTid(tid, timeout)) or waits[-1]
+        # The node stores in oid order: b is locked before a is waited for.
+        b, a = storage.new_oid(), storage.new_oid()
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        for oid in (a, b):
+            storage.store(oid, p64(0), b"0", "", t)
+        storage.tpc_vote(t)
+        first = storage.tpc_finish(t)
+        for client in (waiter, committer):
+            self.invalidatedAfter(client, p64(0))
+        # The committer holds a; the waiter holds b and waits for a.
+        theirs = TransactionMetaData()
+        committer.tpc_begin(theirs)
+        committer.store(a, first, b"1", "", theirs)
+        committer.tpc_vote(theirs)
+        conflicting = TransactionMetaData()
+        waiter.tpc_begin(conflicting)
+        waiter.store(b, first, b"2", "", conflicting)
+        waiter.store(a, first, b"2", "", conflicting)
+        conflicted, conflicter = self.voteAside(waiter, conflicting)
+        node = self._cluster.storages[0]
+        self._cluster.bridge.call(self._cluster._waitFor, lambda: (
+            a in node.txns._lockWaiters))
+        # Ours gets its TID, and waits for b: younger than the waiter's
+        # (else the waiter gives b up), it is begun after it.
+        self.oid, self.serial = storage.new_oid(), None
+        self.commit(b"x")
+        mine = TransactionMetaData()
+        storage.tpc_begin(mine)
+        storage.store(b, first, b"3", "", mine)
+        voted, voter = self.voteAside(storage, mine)
+        self.waitReserved()
+        # Theirs is committed at the node, queued behind ours at the
+        # master; the waiter conflicts with it.
+        finished, finisher = self.finishAside(committer, theirs)
+        voter.join(30)
+        self.assertEqual(voted, [[]])
+        tid = storage.tpc_finish(mine)
+        conflicter.join(30)
+        finisher.join(30)
+        self.assertIsInstance(conflicted[0], ConflictError)
+        self.assertEqual(waits, [True])
+        waiter.tpc_abort(conflicting)
+        self.assertLess(tid, finished[0])
+        self.assertEqual(storage.load(b), (b"3", tid))
+
     def test_reservedTidRefusedAfterALaterLock(self):
         """
         A transaction whose TID was reserved before it took a lock that
@@ -778,15 +846,26 @@ class CommitPathTests(ClusterStorageTestBase):
         self.assertEqual((asked, told), (["AskFinishTransaction"], []))
 
     def test_conflictGivesTheReservedTidBack(self):
-        """The TID reserved with a vote that conflicts is given back at
-        once (the commits after it need not wait for its resolution, nor
-        for its abort), and the retry needs no begin: it takes the one
-        begun with the reservation."""
+        """
+        The TID reserved with a vote that conflicts is given back at once
+        (the commits after it need not wait for its resolution, nor for
+        its abort), and the retry needs no begin: it takes the one begun
+        with the reservation.  Under such contention, the next commits
+        reserve no TID: they finish through the master.
+        """
         ttid, retry, asked, told = self.conflictThenRetry()
         self.assertNotEqual(retry, ttid)
-        self.assertEqual((asked, told), (["ReserveTransaction"] * 2, [
-            "AbortTransaction keep", "AbortTransaction"]))
+        self.assertEqual((asked, told), (
+            ["ReserveTransaction", "AskFinishTransaction"],
+            ["AbortTransaction keep", "AbortTransaction"]))
         self.assertEqual(self._cluster.master.transactions.queue, [])
+        app = self._storage._app
+        self.assertEqual(app._contended, app.CONTENDED_COMMITS - 1)
+        asked = self.recordMasterCommands()
+        for i in range(app.CONTENDED_COMMITS):
+            self.commit(b"%d" % i)
+        self.assertEqual(asked, ["AskFinishTransaction"] * (
+            app.CONTENDED_COMMITS - 1) + ["ReserveTransaction"])
 
     def test_beginAskedByFirstOperation(self):
         """tpc_begin asks nothing: a transaction aborted before any store
