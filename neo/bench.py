@@ -472,9 +472,10 @@ class Results:
 
 def runRepetition(target, options, results, progress, rep):
     """
-    One repetition of every selected workload on one target.  The targets
-    take turns, repetition by repetition, so that a slow spell of a shared
-    machine weighs on all of them alike.
+    One repetition of every selected workload on one target: a generator
+    that stops after each workload.  The targets take turns, workload by
+    workload (L{runTurns}), so that a slow spell of a shared machine weighs
+    on all of them alike.
     """
     n, t, name = options.objects_count, options.transactions, target.name
     selected = options.workloads.__contains__
@@ -485,9 +486,11 @@ def runRepetition(target, options, results, progress, rep):
         rate = runAdd(db, n, key)  # the data of the other workloads
         if selected("add"):
             results.add(name, "add", rate)
+        yield
         if selected("update"):
             progress(name, "update", rep)
             results.add(name, "update", runUpdate(db, n, key))
+            yield
         if selected("cold_read") or selected("warm_read"):
             progress(name, "cold_read", rep)
             if not target.shared:
@@ -497,26 +500,32 @@ def runRepetition(target, options, results, progress, rep):
                 db = target.open()
             results.add(name, "cold_read", cold)
             results.add(name, "warm_read", warm)
+            yield
         if selected("small"):
             progress(name, "small", rep)
             rate, latencies = runSmall(db, t, key)
             results.add(name, "small", rate,
                         p50_ms=1000 * _percentile(latencies, .5),
                         p99_ms=1000 * _percentile(latencies, .99))
-        if target.shared and (selected("concurrent") or selected("conflicts")):
-            if rep == 0:
-                conn = db.open()
-                conn.root()["length"] = Length()
-                conn.root()["counter"] = Counter()
-                _commit()
-                conn.close()
-            for c in options.clients if selected("concurrent") else ():
+            yield
+        shared = target.shared
+        if shared and rep == 0 and (
+                selected("concurrent") or selected("conflicts")):
+            conn = db.open()
+            conn.root()["length"] = Length()
+            conn.root()["counter"] = Counter()
+            _commit()
+            conn.close()
+        for c in options.clients if selected("concurrent") else ():
+            if shared:
                 progress(name, f"concurrent C={c}", rep)
                 per = max(1, n // c)
                 elapsed, _ = runProcesses(
                     target, "small", lambda i: (key, t, i * per, per), c)
                 results.add(name, f"concurrent_{c}", c * t / elapsed)
-            if selected("conflicts"):
+            yield
+        if selected("conflicts"):
+            if shared:
                 c = max(options.clients)
                 progress(name, f"conflicts C={c}", rep)
                 each = max(1, t // c)
@@ -524,13 +533,31 @@ def runRepetition(target, options, results, progress, rep):
                     target, "conflicts", lambda i: (each,), c)
                 results.add(name, "conflicts", c * each / elapsed,
                             conflict_errors=conflicts, clients=c)
+            yield
         for size in options.large if selected("large") else ():
             progress(name, f"large {size >> 20} MiB", rep)
             write, read, db = runLarge(target, db, size, f"large{size}_{rep}")
             results.add(name, f"large_write_{size >> 20}MiB", write)
             results.add(name, f"large_read_{size >> 20}MiB", read)
+            yield
     finally:
         db.close()
+
+
+def runTurns(repetitions):
+    """Run the L{runRepetition} generators of the targets in turns, one
+    workload each, until all are done."""
+    running = list(repetitions)
+    try:
+        while running:
+            for repetition in list(running):
+                try:
+                    next(repetition)
+                except StopIteration:
+                    running.remove(repetition)
+    finally:
+        for repetition in running:
+            repetition.close()
 
 
 def rows(options):
@@ -775,8 +802,8 @@ def main(argv=None):
                 target.start(work, log)
                 started.append(target)
             for rep in range(options.repeat):
-                for target in targets:
-                    runRepetition(target, options, results, progress, rep)
+                runTurns(runRepetition(target, options, results, progress,
+                                       rep) for target in targets)
     finally:
         for target in started:
             try:

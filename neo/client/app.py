@@ -548,9 +548,9 @@ class ClientApp(ClusterView):
     #: Bytes of records sent in one StoreObjects command at most.
     BATCH_BYTES = 4 * 1024 * 1024
 
-    #: Commits that vote on several nodes in two steps (stores answered,
-    #: then votes) after one met a conflict, before votes go with the
-    #: stores again (L{_pipelined}).
+    #: Commits after one met a conflict that vote on several nodes in two
+    #: steps (stores answered, then votes: L{_pipelined}), or on one node
+    #: without reserving their TID (L{_reserve}).
     CONTENDED_COMMITS = 16
 
     def _untilBegun(self, txn, operation) -> bool:

@@ -28,12 +28,42 @@ class BenchSmokeTests(unittest.TestCase):
                       "large write 1 MiB", "large read 1 MiB"):
             self.assertIn(label, result.stdout)
         self.assertIn("neo/zeo", result.stdout)
+        # The targets take turns, workload by workload.
+        progress = [line for line in result.stderr.splitlines()
+                    if line.startswith("[")]
+        self.assertLess(progress.index("[filestorage] add (1/1)"),
+                        progress.index("[neo] update (1/1)"))
         with open(path) as f:
             doc = json.load(f)
         for target in ("neo", "zeo", "filestorage"):
             self.assertGreater(doc["results"][target]["add"]["median"], 0)
         self.assertIsNone(doc["results"]["filestorage"]["concurrent_2"])
         self.assertGreater(doc["results"]["neo"]["concurrent_2"]["median"], 0)
+
+    def test_turns(self):
+        """runTurns runs one step of each repetition in turn, goes on with
+        those left when one is done, and closes them all should a step
+        fail."""
+        from neo.bench import runTurns
+        steps, closed = [], []
+
+        def repetition(name, count, failAt=None):
+            try:
+                for i in range(count):
+                    if i == failAt:
+                        raise ValueError(name)
+                    steps.append((name, i))
+                    yield
+            finally:
+                closed.append(name)
+
+        runTurns([repetition("a", 2), repetition("b", 3)])
+        self.assertEqual(steps, [("a", 0), ("b", 0), ("a", 1), ("b", 1),
+                                 ("b", 2)])
+        del steps[:], closed[:]
+        with self.assertRaises(ValueError):
+            runTurns([repetition("a", 3, failAt=1), repetition("b", 3)])
+        self.assertEqual(sorted(closed), ["a", "b"])
 
     def test_badMySQLOption(self):
         """A --mysql value of the wrong shape is refused before anything
