@@ -380,6 +380,21 @@ class BackendTests:
         self.call(db, "abortTransaction", 200)
         self.assertEqual(self.dataRows(db), 2)
         self.assertEqual(self.call(db, "load", P, 8, None, None)[3], b"same")
+        # Many at once (looked up in several batches), committed straight
+        # from memory: new ones, identical ones, a deletion.
+        records = [(P, 100 + i, 0, b"r%d" % (i % 700)) for i in range(1400)]
+        records.append((P, 9, 0, b"same"))
+        records.append((P, 7, 0, None))
+        self.call(db, "commitVoted", 300, 310, P, None, records)
+        self.assertEqual(self.dataRows(db), 2 + 700)
+        for oid, data in ((100, b"r0"), (1499, b"r699"), (9, b"same")):
+            self.assertEqual(self.call(db, "load", P, oid, None, None)[3],
+                             data)
+        self.assertTrue(self.call(db, "load", P, 7, None, None)[4])
+        self.commit(db, 400, 410, [(P, 8, 0, b"r5"), (P, 8000, 0, b"new")])
+        self.assertEqual(self.dataRows(db), 2 + 701)
+        self.assertEqual(self.call(db, "load", P, 8000, None, None)[3],
+                         b"new")
 
     def test_deletion(self):
         """A revision without data is a deletion."""

@@ -134,29 +134,69 @@ def _lastSerial(cur, partition, oid):
 
 # -- Record data -------------------------------------------------------------
 
-def _putData(cur, compression, value):
-    """The id of a data row holding C{value}: an identical one if any."""
-    digest = hashlib.sha1(value).digest()
-    cur.execute("SELECT id FROM data WHERE hash=? AND compression=?"
-                " AND size=?", (digest, compression, len(value)))
-    for (dataId,) in cur.fetchall():
-        if _getData(cur, dataId)[1] == value:
-            return dataId
+#: Hashes looked up per statement by L{_putDataMany}.
+_HASHES_PER_QUERY = 500
+
+
+def _putDataMany(cur, records):
+    """
+    The ids of data rows holding each C{(compression, value)} of
+    C{records} (None for a deletion: no data row), an identical row's if
+    any, in a few statements: identical rows are looked up by hash in
+    batches, and the new ones inserted at once, under ids allotted here
+    (the node is the only writer of its database).
+    """
+    digests = [None if value is None else hashlib.sha1(value).digest()
+               for _, value in records]
+    wanted = sorted({d for d in digests if d is not None})
+    found = {}
+    for start in range(0, len(wanted), _HASHES_PER_QUERY):
+        chunk = wanted[start:start + _HASHES_PER_QUERY]
+        cur.execute("SELECT id, hash, compression, size FROM data"
+                    f" WHERE hash IN ({', '.join('?' * len(chunk))})", chunk)
+        for dataId, digest, compression, size in cur.fetchall():
+            found.setdefault((bytes(digest), compression, size),
+                             []).append(dataId)
+    ids, new, nextId, chunkSize = [], {}, None, cur.dialect.chunkSize
+    rows = []
+    for (compression, value), digest in zip(records, digests):
+        if value is None:
+            ids.append(None)
+            continue
+        key = (digest, compression, len(value))
+        dataId = new.get(key + (value,))
+        if dataId is None:
+            for candidate in found.get(key, ()):
+                if _getData(cur, candidate)[1] == value:
+                    dataId = candidate
+                    break
+        if dataId is None:
+            if nextId is None:
+                cur.execute("SELECT MAX(id) FROM data")
+                nextId = (cur.fetchone()[0] or 0) + 1
+            dataId, nextId = nextId, nextId + 1
+            new[key + (value,)] = dataId
+            if chunkSize is None or len(value) <= chunkSize:
+                rows.append((dataId, digest, compression, len(value), value))
+            else:
+                _putBigData(cur, dataId, digest, compression, value)
+        ids.append(dataId)
+    cur.executemany("INSERT INTO data (id, hash, compression, size, value)"
+                    " VALUES (?, ?, ?, ?, ?)", rows)
+    return ids
+
+
+def _putBigData(cur, dataId, digest, compression, value):
+    """A data row too large for one statement: its value goes to bigdata
+    in pieces."""
+    cur.execute("INSERT INTO data (id, hash, compression, size, value)"
+                " VALUES (?, ?, ?, ?, NULL)",
+                (dataId, digest, compression, len(value)))
     chunk = cur.dialect.chunkSize
-    if chunk is None or len(value) <= chunk:
-        cur.execute("INSERT INTO data (hash, compression, size, value)"
-                    " VALUES (?, ?, ?, ?)",
-                    (digest, compression, len(value), value))
-        return cur.lastrowid
-    # Too large for one statement: the value goes to bigdata in pieces.
-    cur.execute("INSERT INTO data (hash, compression, size, value)"
-                " VALUES (?, ?, ?, NULL)", (digest, compression, len(value)))
-    dataId = cur.lastrowid
     view = memoryview(value)
     for n, start in enumerate(range(0, len(value), chunk)):
         cur.execute("INSERT INTO bigdata VALUES (?, ?, ?)",
                     (dataId, n, bytes(view[start:start + chunk])))
-    return dataId
 
 
 def _getData(cur, dataId):
@@ -235,11 +275,12 @@ def _lastIds(cur):
 def _vote(cur, ttid, partition, metadata, objects):
     # Idempotent: a vote retried after a lost connection replaces itself.
     _deleteTemporary(cur, ttid)
+    dataIds = _putDataMany(cur, [(compression, data)
+                                 for _, _, compression, data in objects])
     cur.executemany(
         "INSERT INTO tobj VALUES (?, ?, ?, ?, NULL)",
-        [(ttid, objPartition, oid,
-          None if data is None else _putData(cur, compression, data))
-         for objPartition, oid, compression, data in objects])
+        [(ttid, objPartition, oid, dataId)
+         for (objPartition, oid, _, _), dataId in zip(objects, dataIds)])
     if metadata is None:
         metadata, meta = (b"", b"", b"", b""), 0
     else:
@@ -254,11 +295,12 @@ def _commitVoted(cur, ttid, tid, partition, metadata, objects):
     Commit, under its final TID, a transaction voted in memory only (it
     has no other participant): straight into obj and trans.  Idempotent.
     """
+    dataIds = _putDataMany(cur, [(compression, data)
+                                 for _, _, compression, data in objects])
     cur.executemany(
         "REPLACE INTO obj VALUES (?, ?, ?, ?, NULL)",
-        [(objPartition, oid, tid,
-          None if data is None else _putData(cur, compression, data))
-         for objPartition, oid, compression, data in objects])
+        [(objPartition, oid, tid, dataId)
+         for (objPartition, oid, _, _), dataId in zip(objects, dataIds)])
     if metadata is not None:
         user, description, extension, oids = metadata
         cur.execute("REPLACE INTO trans VALUES (?, ?, 0, ?, ?, ?, ?, ?)",

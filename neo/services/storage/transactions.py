@@ -142,9 +142,11 @@ class TransactionManager:
 
     @staticmethod
     def _wake(waiters, oid):
-        # Oldest first: the first woken takes the lock synchronously.
-        for _, d in sorted(waiters.pop(oid, ()), key=lambda w: w[0]):
-            d.callback(None)
+        queue = waiters.pop(oid, None)
+        if queue:
+            # Oldest first: the first woken takes the lock synchronously.
+            for _, d in sorted(queue, key=lambda w: w[0]):
+                d.callback(None)
 
     @defer.inlineCallbacks
     def _acquire(self, txn, oid):
