@@ -740,24 +740,37 @@ class CommitPathTests(ClusterStorageTestBase):
         # (else the waiter gives b up), it is begun after it.
         self.oid, self.serial = storage.new_oid(), None
         self.commit(b"x")
-        mine = TransactionMetaData()
-        storage.tpc_begin(mine)
-        storage.store(b, first, b"3", "", mine)
-        voted, voter = self.voteAside(storage, mine)
-        self.waitReserved()
-        # Theirs is committed at the node, queued behind ours at the
-        # master; the waiter conflicts with it.
-        finished, finisher = self.finishAside(committer, theirs)
-        voter.join(30)
-        self.assertEqual(voted, [[]])
-        tid = storage.tpc_finish(mine)
+        # Theirs is committed at the node meanwhile, queued behind ours at
+        # the master; the waiter conflicts with it.
+        tid, theirTid = self.commitReservedWhileWaiting(
+            b, first, b"3", committer, theirs)
         conflicter.join(30)
-        finisher.join(30)
         self.assertIsInstance(conflicted[0], ConflictError)
         self.assertEqual(waits, [True])
         waiter.tpc_abort(conflicting)
-        self.assertLess(tid, finished[0])
+        self.assertLess(tid, theirTid)
         self.assertEqual(storage.load(b), (b"3", tid))
+
+    def commitReservedWhileWaiting(self, oid, serial, data, other, theirs):
+        """
+        Commit C{data} for C{oid}, whose vote waits (its TID reserved) for
+        a lock held by C{theirs}, voted by client C{other} and finished
+        meanwhile.  Returns our TID and theirs.
+        """
+        from ZODB.Connection import TransactionMetaData
+        storage = self._storage
+        mine = TransactionMetaData()
+        storage.tpc_begin(mine)
+        storage.store(oid, serial, data, "", mine)
+        voted, voter = self.voteAside(storage, mine)
+        self.waitReserved()
+        finished, finisher = self.finishAside(other, theirs)
+        voter.join(30)
+        self.assertEqual(voted, [[]])
+        tid = storage.tpc_finish(mine)
+        # Theirs is answered once ours left the head of the queue.
+        finisher.join(30)
+        return tid, finished[0]
 
     def test_reservedTidRefusedAfterALaterLock(self):
         """
@@ -779,18 +792,9 @@ class CommitPathTests(ClusterStorageTestBase):
         other.tpc_vote(checked)
         asked = self.recordMasterCommands()
         stored = self.recordStorageCommands()
-        mine = TransactionMetaData()
-        storage.tpc_begin(mine)
-        storage.store(self.oid, self.serial, b"2", "", mine)
-        voted, voter = self.voteAside(storage, mine)
-        self.waitReserved()
-        finished, finisher = self.finishAside(other, checked)
-        voter.join(30)
-        self.assertEqual(voted, [[]])
-        tid = storage.tpc_finish(mine)
-        # Theirs was answered once ours left the head of the queue.
-        finisher.join(30)
-        self.assertGreater(tid, finished[0])
+        tid, theirTid = self.commitReservedWhileWaiting(
+            self.oid, self.serial, b"2", other, checked)
+        self.assertGreater(tid, theirTid)
         self.assertEqual(asked, ["ReserveTransaction",
                                  "AskFinishTransaction"])
         self.assertEqual(stored, ["VoteTransaction", "FinishTransaction"])
