@@ -1226,6 +1226,37 @@ class TransactionTests(MasterTestCase):
                          {"ttid": ttid})
         self.assertEqual(len(self.master.transactions), 0)
 
+    def stopWithReserved(self, finishing):
+        """Stop the cluster with a transaction reserved, that its node
+        finishes or not; returns it, its oids and TID."""
+        ttid, oids, tid = self.reserved()
+        self.s1.fake.resolutions = {ttid: finishing}
+        self.master.setClusterState(ClusterState.STOPPING)
+        self.settle()
+        self.assertEqual(self.s1.fake.named("AskResolveTransaction"),
+                         [{"ttid": ttid}])
+        return ttid, oids, tid
+
+    def test_reservedAbortedWhenStopping(self):
+        """Stopping the cluster, a reserved transaction that its node is
+        not finishing is aborted, as one not in its second phase."""
+        ttid, oids, tid = self.stopWithReserved(False)
+        self.assertIn({"ttid": ttid}, self.s1.fake.named("AbortTransaction"))
+        self.assertEqual(len(self.master.transactions), 0)
+        self.assertIn("Shutdown", self.s1.fake.names())
+
+    def test_reservedFinishedWhenStopping(self):
+        """Stopping the cluster, a reserved transaction that its node is
+        finishing is committed (the node finishes its database step before
+        it stops), before the nodes are shut down."""
+        ttid, oids, tid = self.stopWithReserved(True)
+        self.assertEqual(self.other.fake.named("InvalidateObjects"),
+                         [{"tid": tid, "oids": oids}])
+        names = self.other.fake.names()
+        self.assertLess(names.index("InvalidateObjects"),
+                        names.index("Shutdown"))
+        self.assertEqual(self.s1.fake.named("AbortTransaction"), [])
+
     def test_reservedFinishedThroughMaster(self):
         """A reserved transaction whose node refused the TID is finished
         through the master under a new TID, after the commits queued

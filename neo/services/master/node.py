@@ -729,10 +729,13 @@ class MasterNode(BaseNode):
         self._stopping = True
         self.setState(ClusterState.STOPPING)
         # Transactions not yet in their second phase are aborted; those
-        # being finished are waited for.
+        # being finished are waited for; those whose TID was reserved are
+        # what their node says (finished there, or aborted).
         for txn in self.transactions:
             if txn.tid is None:
                 self._abort(txn)
+            elif txn.reserved:
+                self._resolve(txn)
         self._checkStopped()
 
     def _checkStopped(self):
