@@ -651,6 +651,27 @@ class CommitPathTests(ClusterStorageTestBase):
         voter.start()
         return voted, voter
 
+    @staticmethod
+    def voted(client, oid, serial, data):
+        """A transaction of C{client} storing C{data} for C{oid}, voted:
+        it holds the oid's lock."""
+        from ZODB.Connection import TransactionMetaData
+        t = TransactionMetaData()
+        client.tpc_begin(t)
+        client.store(oid, serial, data, "", t)
+        client.tpc_vote(t)
+        return t
+
+    @staticmethod
+    def recordConflictWaits(client):
+        """Whether each wait of C{client} for a conflict's invalidations
+        (10 s at most) ended in time: the list of outcomes."""
+        client.CONFLICT_WAIT = 10
+        waits, waitForTid = [], client._app.waitForTid
+        client._app.waitForTid = lambda tid, timeout: waits.append(
+            waitForTid(tid, timeout)) or waits[-1]
+        return waits
+
     def waitReserved(self):
         """Wait until the master reserved a TID for a transaction."""
         master = self._cluster.master
@@ -668,17 +689,11 @@ class CommitPathTests(ClusterStorageTestBase):
         from ZODB.POSException import ConflictError
         storage, other = self._storage, self._new_storage_client()
         other._app.finishAtNode = False
-        storage.CONFLICT_WAIT = 10
-        waits, waitForTid = [], storage._app.waitForTid
-        storage._app.waitForTid = lambda tid, timeout: waits.append(
-            waitForTid(tid, timeout)) or waits[-1]
+        waits = self.recordConflictWaits(storage)
         self.oid, self.serial = storage.new_oid(), None
         self.commit(b"1")
         first = self.serial
-        theirs = TransactionMetaData()
-        other.tpc_begin(theirs)
-        other.store(self.oid, first, b"2", "", theirs)
-        other.tpc_vote(theirs)
+        theirs = self.voted(other, self.oid, first, b"2")
         mine = TransactionMetaData()
         storage.tpc_begin(mine)
         storage.store(self.oid, first, b"3", "", mine)
@@ -705,14 +720,11 @@ class CommitPathTests(ClusterStorageTestBase):
         waiter, committer = (self._new_storage_client() for _ in range(2))
         for client in (waiter, committer):
             client._app.finishAtNode = False
-        waiter.CONFLICT_WAIT = 10
         for node in self._cluster.storages:
             # The client resolves (and fails to): the node, which would
             # give the transaction up, releasing every lock, does not.
             node.txns.resolveConflicts = False
-        waits, waitForTid = [], waiter._app.waitForTid
-        waiter._app.waitForTid = lambda tid, timeout: waits.append(
-            waitForTid(tid, timeout)) or waits[-1]
+        waits = self.recordConflictWaits(waiter)
         # The node stores in oid order: b is locked before a is waited for.
         b, a = storage.new_oid(), storage.new_oid()
         t = TransactionMetaData()
@@ -724,10 +736,7 @@ class CommitPathTests(ClusterStorageTestBase):
         for client in (waiter, committer):
             self.invalidatedAfter(client, p64(0))
         # The committer holds a; the waiter holds b and waits for a.
-        theirs = TransactionMetaData()
-        committer.tpc_begin(theirs)
-        committer.store(a, first, b"1", "", theirs)
-        committer.tpc_vote(theirs)
+        theirs = self.voted(committer, a, first, b"1")
         conflicting = TransactionMetaData()
         waiter.tpc_begin(conflicting)
         waiter.store(b, first, b"2", "", conflicting)
@@ -811,11 +820,7 @@ class CommitPathTests(ClusterStorageTestBase):
         self.oid, self.serial = storage.new_oid(), None
         self.commit(b"1")
         first = self.serial
-        t = TransactionMetaData()
-        other.tpc_begin(t)
-        other.store(self.oid, first, b"2", "", t)
-        other.tpc_vote(t)
-        second = other.tpc_finish(t)
+        second = other.tpc_finish(self.voted(other, self.oid, first, b"2"))
         storage.sync()
         master = storage._app.master
         told, notify = [], master.notify
