@@ -849,12 +849,11 @@ class ClientApp(ClusterView):
             self._contended -= 1
             return
         txn.reservedOn = nid
-        txn.reservation = master.ask(
+        d = txn.reservation = master.ask(
             c.ReserveTransaction, ttid=txn.ttid, oids=oids,
             checked=list(txn.checked), voted=[nid],
             beginNext=self._spare is None or None,
             metaPartition=txn.metaPartition)
-        d = txn.reservation
         d.addCallback(self._reserved, txn, master, d)
 
     def _reserved(self, answer, txn, master, d):
@@ -1038,7 +1037,7 @@ class ClientApp(ClusterView):
             yield txn.reservation
             if txn.reservedTid is not None and (
                     yield self._finishAtNode(txn)):
-                return self._committed(txn, master, txn.reservedTid, callback)
+                return self._committed(txn, txn.reservedTid, callback)
         # The nodes voted on (still connected) may tell us of the commit
         # themselves, a message sooner than the master (direct mode).
         waiters = None
@@ -1075,16 +1074,18 @@ class ClientApp(ClusterView):
             self._finishing.pop(txn.ttid, None)
             for d in (waiters or {}).values():
                 d.addErrback(lambda _: None)  # a node lost, not waited for
-        return self._committed(txn, master, answer, callback)
+        self._keepSpare(answer["nextTtid"], master)
+        return self._committed(txn, answer["tid"], callback)
 
     @defer.inlineCallbacks
     def _finishAtNode(self, txn):
         """Finish at its only node a transaction whose final TID the
         master reserved; returns whether the node did."""
         nid = txn.reservedOn
+        if txn.voted != {nid}:
+            return False  # voted again elsewhere (the partition table moved)
         proto = txn.protos.get(nid)
-        if txn.voted != {nid} or proto is None or \
-                self._storages.get(nid) is not proto:
+        if proto is None or self._storages.get(nid) is not proto:
             raise ClusterError(f"the connection to {formatNid(nid)} was"
                                " lost during the commit")
         # Later commits' invalidations wait for ours (L{invalidate}).
@@ -1101,16 +1102,9 @@ class ClientApp(ClusterView):
         self._txnByTtid.pop(txn.ttid, None)
         return True
 
-    def _committed(self, txn, master, answer, callback):
-        """
-        Our commit is done (C{answer}: the master's answer to the finish,
-        or the TID): update the cache, move lastTid.
-        """
-        if isinstance(answer, bytes):
-            tid = answer
-        else:
-            tid = answer["tid"]
-            self._keepSpare(answer["nextTtid"], master)
+    def _committed(self, txn, tid, callback):
+        """Our commit is done, under C{tid}: update the cache, move
+        lastTid."""
         with self.lastTidLock:
             for oid, (_, data) in txn.data.items():
                 self.cache.invalidate([oid], tid)

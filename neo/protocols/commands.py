@@ -253,7 +253,7 @@ class AskResolveTransaction(Command):
     """
     Master to storage: the client of a transaction reserved for it to
     finish here (L{ReserveTransaction}) was lost, or gave it up after
-    asking to finish it.  The node decides: C{committed} if it is being
+    asking to finish it, or the cluster is stopping.  The node decides: C{committed} if it is being
     finished here; otherwise the node aborts it, and refuses to finish it
     later.
     """

@@ -603,7 +603,8 @@ class MasterNode(BaseNode):
     def _resolve(self, txn):
         """
         The client of a reserved transaction was lost, or gave it up after
-        asking its node to finish it: the node decides whether it commits.
+        asking its node to finish it, or the cluster is stopping: the node
+        decides whether it commits.
         """
         if txn.resolving:
             return
