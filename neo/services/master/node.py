@@ -530,10 +530,7 @@ class MasterNode(BaseNode):
                 and self.state is ClusterState.RUNNING):
             tid = self._assignTid(txn, oids, metaPartition, involved)
             txn.reserved = True
-            # Syncs wait for it: its client hears of the commit from the
-            # node, and may tell others before we know.
-            self._direct.add(txn)
-            txn.finished.addErrback(lambda _: None)
+            self._heardFromNode(txn)
             answer["tid"] = p64(tid)
         return self._beginNext(answer, entry) if beginNext else answer
 
@@ -563,9 +560,7 @@ class MasterNode(BaseNode):
                       and involved == set(voted)
                       and self.transactions.queue[0] is txn)
         if direct:
-            self._direct.add(txn)
-            # Nobody waits for it here: its client hears from the node.
-            txn.finished.addErrback(lambda _: None)
+            self._heardFromNode(txn)
         for nid in involved:
             proto = self.nodes.get(nid).proto
             d = proto.ask(c.AskLockInformation, ttid=ttid, tid=p64(tid),
@@ -578,6 +573,15 @@ class MasterNode(BaseNode):
         if beginNext:
             return txn.finished.addCallback(self._beginNext, entry)
         return txn.finished
+
+    def _heardFromNode(self, txn):
+        """
+        The client of C{txn} hears of its commit from its storage node, and
+        may tell others before we know: syncs wait for it (L{whenCommitted}).
+        Nobody waits for it here.
+        """
+        self._direct.add(txn)
+        txn.finished.addErrback(lambda _: None)
 
     def _beginNext(self, answer, entry):
         """Begin the client's next transaction along with the answer."""
