@@ -71,16 +71,17 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
                             pt.readable(pt.partitionOf(y)))
         return x, y
 
-    def holdCommitSteps(self, *functions):
+    def holdCommitSteps(self, *functions, nodes=None):
         """Hold the database steps of the commits from now on (those that
         run C{functions}: by default, of transactions on one node), on
-        every node, as if the database were slow; returns the function
-        that lets them run."""
+        C{nodes} (every node by default), as if the database were slow;
+        returns the function that lets them run."""
         from twisted.internet import defer
         from neo.services.storage import database
         held = set(functions or [database._commitVoted])
         gates = []
-        for node in self._cluster.storages:
+        nodes = self._cluster.storages if nodes is None else nodes
+        for node in nodes:
             def run(function, *args, run=node.db._run):
                 steps = ([step for step, _ in args[0]]
                          if function is database._steps else [function])
@@ -92,7 +93,7 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
             node.db._run = run
 
         def release():
-            for node in self._cluster.storages:
+            for node in nodes:
                 del node.db._run
             self._cluster.bridge.call(
                 lambda: [gate.callback(None) for gate in gates])
@@ -1192,46 +1193,56 @@ class ParticipantTests(ClusterStorageTestBase):
         self.assertEqual(zodb_unpickle(storage.loadSerial(y, tid))._value, 4)
 
 
-    def test_directFinishSeveralNodesMasterHearsFirst(self):
-        """With several nodes too, in direct mode the master hears of a
-        commit once the nodes decided it, not a database step later: the
-        other clients are invalidated meanwhile, and the objects stay
-        read-locked until each node's step, even once the master unlocked
-        them; the committing client waits for every node's step."""
-        import threading
+    def test_severalNodesUnlockedOnceEveryLockIsDurable(self):
+        """
+        On several nodes, the master unlocks a transaction (and so lets
+        each node forget its mark of the decision) only once every node
+        wrote its lock: a node lost before it did would find, on
+        verification, the mark on the other node, which commits its vote.
+        Meanwhile the other clients are not told of the commit, nor is
+        its client, who waits for every node.
+        """
         from ZODB.Connection import TransactionMetaData
         from ZODB.utils import z64
+        from neo.services.storage import database
         storage, other = self._storage, self._new_storage_client()
+        app = storage._app
         x, y = self.onTwoNodes()
         first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
         self.assertEqual(other.load(x), (b"1", first))
-        unlocked = threading.Semaphore(0)
-        for node in self._cluster.storages:
-            def unlock(ttid, commit=False, unlock=node.txns.unlock):
-                unlocked.release()
-                return unlock(ttid, commit)
-            node.txns.unlock = unlock
-        from neo.services.storage import database
-        release = self.holdCommitSteps(database._lockTransaction)
+        heard, _ = recordDirectFinish(app)
+        nodes = {nid: node for node in self._cluster.storages
+                 for nid in [node.nid]}
+        nx, = app.pt.readable(app.pt.partitionOf(x))
+        ny, = app.pt.readable(app.pt.partitionOf(y))
+        release = self.holdCommitSteps(database._lockTransaction,
+                                       nodes=[nodes[ny]])
         t = TransactionMetaData()
         storage.tpc_begin(t)
         storage.store(x, first, b"2", "", t)
         storage.store(y, first, b"2", "", t)
         storage.tpc_vote(t)
+        ttid = storage._txns[t].ttid
         finished, finisher = self.finishAside(storage, t)
         try:
-            tid = self.invalidatedAfter(other, first)
-            self.assertTrue(unlocked.acquire(timeout=10))
-            self.assertTrue(unlocked.acquire(timeout=10))
-            locked = self._cluster.bridge.call(lambda: [
-                node.txns.readLocked(oid)
-                for node in self._cluster.storages for oid in (x, y)])
-            self.assertEqual(locked.count(True), 2)
+            # The node of x wrote its lock and told the client.
+            self._cluster.bridge.call(self._cluster._waitFor,
+                                      lambda: heard)
+            [(nid, _, tid)] = heard
+            self.assertEqual(nid, nx)
+            master = self._cluster.master
+            self.assertIsNotNone(self._cluster.bridge.call(
+                lambda: master.transactions.get(u64(ttid))))
+            self.assertIn([u64(ttid), u64(tid)], [
+                list(row) for row in self._cluster.bridge.call(
+                    nodes[nx].db.lockedTransactions)])
+            self.assertEqual(other.lastTransaction(), first)
             self.assertEqual(finished, [])
         finally:
             release()
             finisher.join(10)
         self.assertEqual(finished, [tid])
+        self.assertEqual(self.invalidatedAfter(other, first), tid)
         self.assertEqual(other.load(x), (b"2", tid))
         self.assertEqual(other.load(y), (b"2", tid))
 

@@ -317,20 +317,27 @@ class MasterHandler(MasterViewHandler):
     def askLockInformation(self, ttid, tid, final=False, notify=False):
         clientNid = self.node.txns.clientOf(ttid) if notify else None
         d = self.node.txns.lock(ttid, tid, final)
-        if clientNid is None:
+        if clientNid is not None:
+            # Direct mode: the client hears of the commit from us, once it
+            # is in the database.
+            d.addCallback(
+                lambda _: self.node.notifyFinished(clientNid, ttid, tid))
+        if d.called or not final or clientNid is None:
+            # With other participants, we answer once the lock is durable:
+            # the master unlocks the transaction when every participant
+            # answered, and each then forgets its mark of the decision
+            # (the ttrans row with the TID).  Should a participant be lost
+            # before its lock is written, verification must still find
+            # that mark on another, to commit the vote left on it.
             return d.addCallback(lambda _: {})
-        # Direct mode: the client hears of the commit from us, once it is
-        # in the database.
-        d.addCallback(lambda _: self.node.notifyFinished(clientNid, ttid, tid))
-        if d.called:
-            return d.addCallback(lambda _: {})
-        # The master may tell the other clients at once, not a database
-        # step later: the transaction is decided here (should the database
-        # fail to lock or commit it, this node stops; a crash meanwhile
-        # leaves its vote, durable unless it is the sole participant), and
-        # loads of its oids wait for the database (read locks, which the
-        # unlock leaves until then).  Its client, who was promised
-        # durability, waits for the notice above, from each node.
+        # The sole participant, in direct mode: the master may tell the
+        # other clients at once, not a database step later.  The
+        # transaction is decided here (should the database fail to commit
+        # it, this node stops; a crash meanwhile loses a vote kept in
+        # memory, of a transaction that no other node holds), and loads
+        # of its oids wait for the database (read locks, which the unlock
+        # leaves until then).  Its client, who was promised durability,
+        # waits for the notice above.
         d.addErrback(lambda f: self.node.log.failure(
             "commit of {ttid} failed", f, ttid=ttid))
         return {}
