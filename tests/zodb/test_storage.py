@@ -1211,8 +1211,7 @@ class ParticipantTests(ClusterStorageTestBase):
         first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
         self.assertEqual(other.load(x), (b"1", first))
         heard, _ = recordDirectFinish(app)
-        nodes = {nid: node for node in self._cluster.storages
-                 for nid in [node.nid]}
+        nodes = {node.nid: node for node in self._cluster.storages}
         nx, = app.pt.readable(app.pt.partitionOf(x))
         ny, = app.pt.readable(app.pt.partitionOf(y))
         release = self.holdCommitSteps(database._lockTransaction,

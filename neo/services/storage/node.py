@@ -322,25 +322,26 @@ class MasterHandler(MasterViewHandler):
             # is in the database.
             d.addCallback(
                 lambda _: self.node.notifyFinished(clientNid, ttid, tid))
-        if d.called or not final or clientNid is None:
-            # With other participants, we answer once the lock is durable:
-            # the master unlocks the transaction when every participant
-            # answered, and each then forgets its mark of the decision
-            # (the ttrans row with the TID).  Should a participant be lost
-            # before its lock is written, verification must still find
-            # that mark on another, to commit the vote left on it.
-            return d.addCallback(lambda _: {})
-        # The sole participant, in direct mode: the master may tell the
-        # other clients at once, not a database step later.  The
-        # transaction is decided here (should the database fail to commit
-        # it, this node stops; a crash meanwhile loses a vote kept in
-        # memory, of a transaction that no other node holds), and loads
-        # of its oids wait for the database (read locks, which the unlock
-        # leaves until then).  Its client, who was promised durability,
-        # waits for the notice above.
-        d.addErrback(lambda f: self.node.log.failure(
-            "commit of {ttid} failed", f, ttid=ttid))
-        return {}
+        if final and clientNid is not None and not d.called:
+            # The sole participant, in direct mode: the master may tell the
+            # other clients at once, not a database step later.  The
+            # transaction is decided here (should the database fail to
+            # commit it, this node stops; a crash meanwhile loses a
+            # transaction that no other node holds, and that its client
+            # was not told of), and loads of its oids wait for the
+            # database (read locks, which the unlock leaves until then).
+            # Its client, who was promised durability, waits for the
+            # notice above.
+            d.addErrback(lambda f: self.node.log.failure(
+                "commit of {ttid} failed", f, ttid=ttid))
+            return {}
+        # Otherwise, once the lock is durable.  With other participants,
+        # the master unlocks the transaction when every participant
+        # answered, and each then forgets its mark of the decision (the
+        # ttrans row with the TID): should a participant be lost before it
+        # wrote its lock, verification must still find that mark on
+        # another, to commit the vote left on it.
+        return d.addCallback(lambda _: {})
 
     @c.NotifyUnlockInformation.responder
     def notifyUnlockInformation(self, ttid):
