@@ -62,6 +62,13 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
         app.getStorage = lambda nid: getStorage(nid).addCallback(recording)
         return asked
 
+    @staticmethod
+    def assertRaisesOrResult(function, *args):
+        try:
+            return function(*args)
+        except Exception as e:
+            return e
+
     def onTwoNodes(self):
         """Two oids whose partitions are on different storage nodes."""
         from ZODB.utils import p64
@@ -584,13 +591,6 @@ class CommitPathTests(ClusterStorageTestBase):
             finisher.join(10)
         self.assertEqual(len(finished), 1)
         self.assertIsInstance(finished[0], bytes, finished[0])
-
-    @staticmethod
-    def assertRaisesOrResult(function, *args):
-        try:
-            return function(*args)
-        except Exception as e:
-            return e
 
     def test_directFinishNodeLost(self):
         """Should the node be lost before it confirms a commit in direct
@@ -1244,6 +1244,59 @@ class ParticipantTests(ClusterStorageTestBase):
         self.assertEqual(self.invalidatedAfter(other, first), tid)
         self.assertEqual(other.load(x), (b"2", tid))
         self.assertEqual(other.load(y), (b"2", tid))
+
+    def test_nodeLostBeforeItsLockCommitsOnRecovery(self):
+        """
+        A node lost, as in a crash, while it writes the lock of a
+        transaction on two nodes that the other node wrote already: on
+        recovery, the transaction is whole on both (the other node kept
+        its mark of the decision, which commits the vote left on the lost
+        one).
+        """
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        from twisted.internet import defer
+        from neo.lib.states import ClusterState
+        from neo.services.storage import database
+        storage, other = self._storage, self._new_storage_client()
+        app = storage._app
+        x, y = self.onTwoNodes()
+        first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
+        heard, _ = recordDirectFinish(app)
+        storages = self._cluster.storages
+        nx, = app.pt.readable(app.pt.partitionOf(x))
+        ny, = app.pt.readable(app.pt.partitionOf(y))
+        [ix] = [i for i, node in enumerate(storages) if node.nid == nx]
+        [iy] = [i for i, node in enumerate(storages) if node.nid == ny]
+        self.holdCommitSteps(database._lockTransaction, nodes=[storages[iy]])
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(x, first, b"2", "", t)
+        storage.store(y, first, b"2", "", t)
+        storage.tpc_vote(t)
+        import threading
+        finisher = threading.Thread(
+            target=self.assertRaisesOrResult, args=(storage.tpc_finish, t))
+        finisher.start()
+        self.addCleanup(finisher.join, 10)
+        self._cluster.bridge.call(self._cluster._waitFor, lambda: heard)
+        [(_, _, tid)] = heard
+        lost = storages[iy]
+
+        def crash():
+            # Marks the master let go of are dropped now, not a second
+            # later; the held step never runs.
+            storages[ix].db._forgetNow()
+            lost.db.whenSettled = lambda: defer.succeed(None)
+            return defer.gatherResults([storages[ix].db.whenSettled(),
+                                        lost.disownServiceParent()])
+        self._cluster.bridge.call(crash)
+        self._cluster.waitForState(ClusterState.RECOVERING)
+        self._cluster.restartStorage(iy)
+        self._cluster.waitForState(ClusterState.RUNNING)
+        reader = self._new_storage_client()
+        self.assertEqual(reader.load(x), (b"2", tid))
+        self.assertEqual(reader.load(y), (b"2", tid))
 
     def test_storesAnsweredFirstUnderContention(self):
         """After a conflict, the client's next commit on several nodes has
