@@ -1258,7 +1258,7 @@ class ParticipantTests(ClusterStorageTestBase):
         from twisted.internet import defer
         from neo.lib.states import ClusterState
         from neo.services.storage import database
-        storage, other = self._storage, self._new_storage_client()
+        storage = self._storage
         app = storage._app
         x, y = self.onTwoNodes()
         first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
