@@ -1298,6 +1298,51 @@ class ParticipantTests(ClusterStorageTestBase):
         self.assertEqual(reader.load(x), (b"2", tid))
         self.assertEqual(reader.load(y), (b"2", tid))
 
+    def test_abortAfterFinishLeavesTheVotes(self):
+        """
+        A client whose tpc_finish failed once it asked the master to
+        finish (here its connection to the master is lost) does not tell
+        the nodes to drop their votes when it aborts: the master, which
+        may be locking the transaction, decides, and the commit is whole.
+        """
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        from twisted.internet import defer
+        storage = self._storage
+        app = storage._app
+        x, y = self.onTwoNodes()
+        first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
+        storages = self._cluster.storages
+        ny, = app.pt.readable(app.pt.partitionOf(y))
+        [late] = [node for node in storages if node.nid == ny]
+        gate, lock = defer.Deferred(), late.txns.lock
+        late.txns.lock = lambda *args: gate.addCallback(lambda _: lock(*args))
+        master, ask = app.master, app.master.ask
+
+        def askThenLose(command, **kwargs):
+            d = ask(command, **kwargs)
+            if command is c.AskFinishTransaction:
+                master.close()
+            return d
+        master.ask = askThenLose
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(x, first, b"2", "", t)
+        storage.store(y, first, b"2", "", t)
+        storage.tpc_vote(t)
+        ttid = storage._txns[t].ttid
+        self.assertRaises(ClientDisconnected, storage.tpc_finish, t)
+        storage.tpc_abort(t)
+        # On that node's connection, behind what the abort would send.
+        storage._bridge.call(lambda: app._storages[ny].ask(c.Ping))
+        self._cluster.bridge.call(lambda: (
+            late.txns.__dict__.pop("lock"), gate.callback(None)))
+        reader = self._new_storage_client()
+        self._cluster.bridge.call(self._cluster._waitFor, lambda: (
+            self._cluster.master.transactions.get(u64(ttid)) is None))
+        self.assertEqual(reader.load(x)[0], b"2")
+        self.assertEqual(reader.load(y)[0], b"2")
+
     def test_storesAnsweredFirstUnderContention(self):
         """After a conflict, the client's next commit on several nodes has
         its stores answered before it votes (under contention, a vote sent
