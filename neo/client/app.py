@@ -97,13 +97,20 @@ class ClientTransaction:
         #: answer to a vote sent before is not a vote.
         self.voteEpochs = {}
         #: The Deferred answer of the master to the reservation of the
-        #: final TID, asked with the vote on a single node (L{ClientApp.
-        #: _reserve}); None if not asked.
+        #: final TID, asked with the votes (L{ClientApp._reserve}); None if
+        #: not asked.
         self.reservation = None
-        #: That node, and the TID reserved once answered (None if refused).
+        #: The nids of those votes, and the TID reserved once answered
+        #: (None if refused).
         self.reservedOn = None
         self.reservedTid = None
-        #: The node was asked to finish it (L{ClientApp._finishAtNode}).
+        #: C{{nid: tid}}: the C{released} of each vote (L{c.VoteTransaction}).
+        self.released = {}
+        #: It met a conflict, or its stores were answered before its votes
+        #: for a conflict met lately (L{ClientApp._pipelined}): no TID is
+        #: reserved for it (L{ClientApp._reserve}).
+        self.contended = False
+        #: Its nodes were asked to finish it (L{ClientApp._finishAtNode}).
         self.finishSent = False
         #: The storage nodes told to forget it (L{ClientApp.abortAtNodes}).
         self.toldNodes = None
@@ -604,7 +611,7 @@ class ClientApp(ClusterView):
     def _storedMany(self, answer, txn, nid):
         items = answer["conflicts"] or ()
         if items:
-            self._contended = self.CONTENDED_COMMITS
+            self._contend(txn)
         for i in range(0, len(items), 2):
             oid, serial = items[i], items[i + 1]
             if serial > txn.conflicts.get(oid, ZERO_TID):
@@ -666,7 +673,7 @@ class ClientApp(ClusterView):
         if txn is None or txn.voting:
             return
         nid = proto.peer.nid if proto.peer is not None else None
-        self._contended = self.CONTENDED_COMMITS
+        self._contend(txn)
         if txn.softVotes is not None and nid in txn.softVotes:
             # Its vote there, soft, is withdrawn by the relock: whatever
             # answer it gets is not a vote any more (L{_voteEach}).
@@ -685,9 +692,15 @@ class ClientApp(ClusterView):
     def _stored(self, answer, txn, oid, conflicts):
         conflict = answer["conflict"]
         if conflict is not None:
-            self._contended = self.CONTENDED_COMMITS
+            self._contend(txn)
             if conflict > conflicts.get(oid, ZERO_TID):
                 conflicts[oid] = conflict
+
+    def _contend(self, txn):
+        """A transaction met a conflict: it and the next commits
+        (C{CONTENDED_COMMITS}) run as under contention."""
+        self._contended = self.CONTENDED_COMMITS
+        txn.contended = True
 
     def _givenUp(self, txn, nid):
         """
@@ -784,7 +797,7 @@ class ClientApp(ClusterView):
                 d.addCallback(self._votedWithStores, txn, nid)
                 txn.outstanding.append(d)
             if nid in metaNids:
-                self._reserve(txn, nid, oids)
+                self._reserve(txn, nids, oids)
             # An errback in this same turn: AMP drops the connection when an
             # error answer finds none.
             voted = []
@@ -797,6 +810,7 @@ class ClientApp(ClusterView):
             answer = voted[0]
             if isinstance(answer, Failure):
                 answer.raiseException()
+            txn.released[nid] = answer["released"]
             txn.reusable = not answer["voted"]
             if not answer["voted"] and txn.reservation is not None:
                 self._unreserve(txn)
@@ -827,20 +841,23 @@ class ClientApp(ClusterView):
                 d = proto.ask(c.VoteTransaction, ttid=txn.ttid)
             txn.protos[nid] = proto
             calls.append(d)
+        self._reserve(txn, nids, oids)
         results = yield defer.DeferredList(calls, consumeErrors=True)
-        for ok, result in results:
+        for nid, (ok, result) in zip(sorted(nids), results):
             if not ok:
                 raise ClusterError(f"vote failed: {result.getErrorMessage()}")
+            txn.released[nid] = result["released"]
         return {}, {}
 
-    def _reserve(self, txn, nid, oids):
+    def _reserve(self, txn, nids, oids):
         """
-        Ask the master, along with the vote on a single node, for the
-        final TID, to finish at that node (L{_finishAtNode}).
+        Ask the master, along with the votes on C{nids}, for the final
+        TID, to finish at those nodes (L{_finishAtNode}).
         """
         master = self.master
         if txn.reservation is not None or txn.imposed or master is None \
-                or master is not txn.master or not self.finishAtNode:
+                or master is not txn.master or not self.finishAtNode \
+                or txn.contended:
             return
         if self._contended:
             # Under contention, a vote often waits for locks, or conflicts:
@@ -848,10 +865,10 @@ class ClientApp(ClusterView):
             # their invalidations, which retries need.
             self._contended -= 1
             return
-        txn.reservedOn = nid
+        txn.reservedOn = set(nids)
         d = txn.reservation = master.ask(
             c.ReserveTransaction, ttid=txn.ttid, oids=oids,
-            checked=list(txn.checked), voted=[nid],
+            checked=list(txn.checked), voted=sorted(nids),
             beginNext=self._spare is None or None,
             metaPartition=txn.metaPartition)
         d.addCallback(self._reserved, txn, master, d)
@@ -919,8 +936,10 @@ class ClientApp(ClusterView):
             if self._contended:
                 # Under contention, a vote sent with the stores is often
                 # written for nothing (conflicts elsewhere), on the very
-                # node that others wait for: the stores are answered first.
+                # node that others wait for: the stores are answered first
+                # (and no TID is reserved, as in L{_reserve}).
                 self._contended -= 1
+                txn.contended = True
                 return False
             return True
         # Not expected: a node that voted had conflicts.
@@ -968,12 +987,15 @@ class ClientApp(ClusterView):
                            callbackArgs=(txn, nid, txn.voteEpochs.get(nid, 0)),
                            errbackArgs=(txn, nid))
             txn.outstanding.append(d)
+        self._reserve(txn, txn.voted, oids)
         conflicts = yield self.waitStores(txn)
         if all(txn.softVotes.values()):
             # From now on, deadlock notifications are ignored: we hold all
             # our locks and wait for nothing.
             txn.voting = True
             return {}, {}
+        if txn.reservation is not None:
+            self._unreserve(txn)
         if conflicts[0] or conflicts[1]:
             return conflicts
         return (yield self.vote(txn, user, description, extension))
@@ -982,6 +1004,7 @@ class ClientApp(ClusterView):
         self._storedMany(answer, txn, nid)
         if txn.voteEpochs.get(nid, 0) == epoch:
             txn.softVotes[nid] = answer["voted"]
+            txn.released[nid] = answer["released"]
 
     def _carriedBy(self, d, records):
         """
@@ -1079,28 +1102,45 @@ class ClientApp(ClusterView):
 
     @defer.inlineCallbacks
     def _finishAtNode(self, txn):
-        """Finish at its only node a transaction whose final TID the
-        master reserved; returns whether the node did."""
-        nid = txn.reservedOn
-        if txn.voted != {nid}:
+        """
+        Finish at its nodes a transaction whose final TID the master
+        reserved; returns whether they did.  If one of them refuses (the
+        master asked them to decide, L{c.AskResolveTransaction}), the
+        transaction is committed if another did not: the master locks it
+        on those that refused.
+        """
+        nids, tid = txn.reservedOn, txn.reservedTid
+        if txn.voted != nids:
             return False  # voted again elsewhere (the partition table moved)
-        proto = txn.protos.get(nid)
-        if proto is None or self._storages.get(nid) is not proto:
-            raise ClusterError(f"the connection to {formatNid(nid)} was"
-                               " lost during the commit")
-        # Later commits' invalidations wait for ours (L{invalidate}).
-        self._finishingTids[txn.ttid] = txn.reservedTid
-        txn.finishSent = True
-        answer = yield proto.ask(c.FinishTransaction, ttid=txn.ttid,
-                                 tid=txn.reservedTid)
-        if not answer["committed"]:
-            # Refused (a transaction it waited for got a greater TID): the
-            # master finishes it, under a new TID.
-            self._stopHolding(txn.ttid)
-            txn.finishSent = False
+        if any(released is not None and released >= tid
+               for released in txn.released.values()):
+            # A transaction that held one of its locks got a greater TID.
             return False
-        self._txnByTtid.pop(txn.ttid, None)
-        return True
+        protos = {}
+        for nid in sorted(nids):
+            proto = protos[nid] = txn.protos.get(nid)
+            if proto is None or self._storages.get(nid) is not proto:
+                raise ClusterError(f"the connection to {formatNid(nid)} was"
+                                   " lost during the commit")
+        # Later commits' invalidations wait for ours (L{invalidate}).
+        self._finishingTids[txn.ttid] = tid
+        txn.finishSent = True
+        shared = len(protos) > 1 or None
+        answers = yield defer.DeferredList(
+            [proto.ask(c.FinishTransaction, ttid=txn.ttid, tid=tid,
+                       shared=shared)
+             for proto in protos.values()], consumeErrors=True)
+        if any(ok and answer["committed"] for ok, answer in answers):
+            self._txnByTtid.pop(txn.ttid, None)
+            return True
+        for ok, failure in answers:
+            if not ok:
+                # Unknown: the master decides, from what the nodes say.
+                failure.raiseException()
+        # Refused everywhere: the master finishes it, under a new TID.
+        self._stopHolding(txn.ttid)
+        txn.finishSent = False
+        return False
 
     def _committed(self, txn, tid, callback):
         """Our commit is done, under C{tid}: update the cache, move
@@ -1153,7 +1193,10 @@ class ClientApp(ClusterView):
         if txn.ttid is None:
             return  # _begin tells the master when the ttid arrives.
         self._txnByTtid.pop(txn.ttid, None)
-        told = self.abortAtNodes(txn)
+        # Once its nodes were asked to finish it, the master decides with
+        # them whether it commits (L{c.AskResolveTransaction}): no node
+        # may drop its vote meanwhile.
+        told = set() if txn.finishSent else self.abortAtNodes(txn)
         master = self.master
         if master is None:
             return

@@ -19,7 +19,7 @@ from neo.lib.states import ClusterState
 from neo.protocols.arguments import BigBytes, Enum, Json, Oid, OidList, Tid
 from neo.protocols.errors import COMMON_ERRORS, FATAL_ERRORS, ProtocolError
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 
 class Command(amp.Command):
@@ -243,7 +243,8 @@ class NotifyCommitted(Notification):
     """
     Storage to master: a transaction reserved for its client to finish at
     this node (L{ReserveTransaction}) is committed here (its read locks
-    last until it is in the database).
+    last until it is in the database); with other participants, once its
+    lock is durable here.
     """
 
     arguments = [(b"ttid", Tid()), (b"tid", Tid())]
@@ -252,10 +253,13 @@ class NotifyCommitted(Notification):
 class AskResolveTransaction(Command):
     """
     Master to storage: the client of a transaction reserved for it to
-    finish here (L{ReserveTransaction}) was lost, or gave it up after
-    asking to finish it, or the cluster is stopping.  The node decides: C{committed} if it is being
-    finished here; otherwise the node aborts it, and refuses to finish it
-    later.
+    finish at its nodes (L{ReserveTransaction}) was lost, or gave it up
+    after asking to finish it, or the cluster is stopping.  Each node
+    answers C{committed} if it is being finished there; otherwise it
+    refuses to finish it later (and aborts it at once if this node is its
+    only participant).  The transaction commits if one of them said so:
+    the master locks it on the others, which keep their durable votes
+    until it decides; else it aborts it.
     """
 
     arguments = [(b"ttid", Tid())]
@@ -310,15 +314,15 @@ class AskFinishTransaction(Command):
 
 class ReserveTransaction(Command):
     """
-    Sent along with the vote of a transaction on a single storage node:
-    the arguments are those of L{AskFinishTransaction}.  If that node is
-    the only participant and no other transaction is being finished, the
-    master gives the transaction its final TID at once (C{tid}), and the
-    client finishes it at the node itself (L{FinishTransaction}), which
-    tells the master (L{NotifyCommitted}): one message less than
-    L{AskFinishTransaction}.  Until then, the transactions finished after
-    it wait for it, and so do syncs.  Otherwise C{tid} is None and nothing
-    is reserved: the client finishes through the master.
+    Sent along with the votes of a transaction: the arguments are those of
+    L{AskFinishTransaction}.  If the nodes voted on are its participants
+    and no other transaction is being finished, the master gives the
+    transaction its final TID at once (C{tid}), and the client finishes it
+    at those nodes itself (L{FinishTransaction}), each of which tells the
+    master (L{NotifyCommitted}): a message less on the way of the commit
+    than L{AskFinishTransaction}.  Until then, the transactions finished
+    after it wait for it, and so do syncs.  Otherwise C{tid} is None and
+    nothing is reserved: the client finishes through the master.
     """
 
     arguments = [(b"ttid", Tid()), (b"oids", OidList()),
@@ -424,16 +428,21 @@ class NotifyTransactionFinished(Notification):
 
 class FinishTransaction(Command):
     """
-    Client to storage: commit, under C{tid}, the transaction voted here
-    as its only participant, whose final TID the master reserved
-    (L{ReserveTransaction}).  Answered once it is in the database, with
-    C{committed}; or at once without, when a transaction that held one of
-    its locks before got a greater TID meanwhile (commits follow the order
-    of the locks): the client then finishes it through the master
+    Client to storage: commit, under C{tid}, the transaction voted here,
+    whose final TID the master reserved (L{ReserveTransaction}); the
+    client asks each node voted on, once every vote is answered (with
+    C{shared} if there are several).
+    Answered once it is in the database (locked, with other participants),
+    with C{committed}; or at once without, when a transaction that held
+    one of its locks before got a greater TID meanwhile (commits follow
+    the order of the locks, and the vote's C{released} told it already),
+    or when the master decided without the client (L{AskResolveTransaction}).
+    The client then finishes it through the master
     (L{AskFinishTransaction}), under a new TID.
     """
 
-    arguments = [(b"ttid", Tid()), (b"tid", Tid())]
+    arguments = [(b"ttid", Tid()), (b"tid", Tid()),
+                 (b"shared", amp.Boolean(optional=True))]
     response = [(b"committed", amp.Boolean())]
 
 
@@ -489,8 +498,12 @@ class VoteTransaction(Command):
     #: for locks elsewhere: the node tells its client when an older
     #: transaction waits for it (L{NotifyDeadlock}): unless every node has
     #: voted, so that it waits for nothing, that client relocks, which
-    #: withdraws the vote.
-    response = [(b"voted", amp.Boolean(optional=True))] + _STORED
+    #: withdraws the vote.  C{released}: the greatest TID under which
+    #: another transaction committed one of its oids here before it took
+    #: them; a TID reserved for it (L{ReserveTransaction}) that is not
+    #: greater cannot be finished here (L{FinishTransaction}).
+    response = [(b"voted", amp.Boolean(optional=True)),
+                (b"released", Tid(optional=True))] + _STORED
 
 
 class AskObject(Command):

@@ -1142,13 +1142,13 @@ class TransactionTests(MasterTestCase):
 
     def test_reserveRefused(self):
         """No TID is reserved (the client finishes through the master) for
-        a transaction with another participant, or not voted on its
-        participant, or with an imposed TID, or while another one is being
-        finished; nothing is queued then."""
+        a transaction with a participant it was not voted on, or not voted
+        on its participant, or with an imposed TID, or while another one is
+        being finished; nothing is queued then."""
         self.holdLocks()
         ttid = self.begin()
         both = onStorage(S1, 1) + onStorage(S2, 1)
-        refusals = [self.reserve(ttid, both, [S1, S2]),
+        refusals = [self.reserve(ttid, both, [S1]),
                     self.reserve(ttid, onStorage(S1, 1), [S2])]
         imposed = self.begin(tid=p64(self.master.tids.last + 100))
         refusals.append(self.reserve(
@@ -1224,6 +1224,73 @@ class TransactionTests(MasterTestCase):
         self.disconnect(self.client)
         self.assertEqual(self.s1.fake.named("AskResolveTransaction")[-1],
                          {"ttid": ttid})
+        self.assertEqual(len(self.master.transactions), 0)
+
+    def reservedOnBoth(self, client=None):
+        """A transaction on S1 and S2 whose TID was reserved: its ttid,
+        oids and TID."""
+        ttid = self.begin(client)
+        oids = onStorage(S1, 1) + onStorage(S2, 1)
+        tid = self.successResultOf(self.reserve(ttid, oids, [S1, S2],
+                                                client=client))["tid"]
+        self.assertIsNotNone(tid)
+        return ttid, oids, tid
+
+    def test_reserveForSeveralParticipants(self):
+        """
+        A transaction voted on all its participants gets its final TID
+        with the votes, and nobody is asked to lock it: each node tells
+        when it committed it (its lock durable), and once both did, the
+        other clients are invalidated and both nodes unlock it.
+        """
+        ttid, oids, tid = self.reservedOnBoth()
+        self.assertEqual(self.locks(self.s1) + self.locks(self.s2), [])
+        self.committedBy(self.s2, ttid, tid)
+        self.assertEqual(self.other.fake.named("InvalidateObjects"), [])
+        self.assertEqual(self.s1.fake.named("NotifyUnlockInformation"), [])
+        self.committedBy(self.s1, ttid, tid)
+        self.assertEqual(self.other.fake.named("InvalidateObjects"),
+                         [{"tid": tid, "oids": oids}])
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.named("NotifyUnlockInformation"),
+                             [{"ttid": ttid}])
+        self.assertEqual(len(self.master.transactions), 0)
+
+    def test_reservedOnSeveralResolved(self):
+        """
+        A reserved transaction on several nodes whose client is lost, or
+        aborts it after asking its nodes to finish it, commits if one of
+        them says so: the master locks it on the others (which kept their
+        votes), and unlocks it once every node's lock is done.  If none
+        says so, it is aborted.
+        """
+        ttid, oids, tid = self.reservedOnBoth(self.other)
+        self.s1.fake.resolutions = {ttid: True}
+        self.notify(self.other, c.AbortTransaction, ttid=ttid,
+                    finishing=True)
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.named("AskResolveTransaction"),
+                             [{"ttid": ttid}])
+        self.assertEqual(self.locks(self.s1), [])
+        self.assertEqual(self.locks(self.s2), [{"ttid": ttid, "tid": tid}])
+        self.assertEqual(self.s2.fake.finals, [(ttid, None)])  # not final
+        self.assertEqual(len(self.master.transactions), 1)
+        self.committedBy(self.s1, ttid, tid)
+        self.assertEqual(len(self.master.transactions), 0)
+        self.assertEqual(self.client.fake.named("InvalidateObjects"),
+                         [{"tid": tid, "oids": oids}])
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.named("NotifyUnlockInformation"),
+                             [{"ttid": ttid}])
+            self.assertEqual(peer.fake.named("AbortTransaction"), [])
+        ttid, oids, tid = self.reservedOnBoth()
+        self.disconnect(self.client)
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.named("AskResolveTransaction")[-1],
+                             {"ttid": ttid})
+            self.assertIn({"ttid": ttid}, peer.fake.named("AbortTransaction"))
+        self.assertEqual(len(self.locks(self.s1)), 0)
+        self.assertEqual(len(self.locks(self.s2)), 1)  # the first one
         self.assertEqual(len(self.master.transactions), 0)
 
     def stopWithReserved(self, finishing):

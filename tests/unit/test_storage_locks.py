@@ -1039,14 +1039,13 @@ class FinishAtNodeTests(TransactionManagerTestCase):
         """The client's finish commits under the reserved TID, as a final
         lock does."""
         self.voted(T1, A)
-        self.successResultOf(self.tm.finish(T1, C1, p64(9)))
+        self.successResultOf(self.tm.finish(T1, C1, p64(9))[0])
         self.assertEqual(len(self.tm), 0)
         self.assertEqual(self.db.serials[0xA], 9)
 
     def test_finishRefused(self):
         """A finish is refused for another client's transaction, for one
-        not voted in memory, twice, and after the master decided that it
-        aborts."""
+        not voted, twice, and after the master decided that it aborts."""
         self.voted(T1, A)
         self.assertRaises(TransactionNotFound, self.tm.finish, T1, C2,
                           p64(9))
@@ -1054,13 +1053,44 @@ class FinishAtNodeTests(TransactionManagerTestCase):
         self.assertIsNone(self.successResultOf(self.store(txn, B)))
         self.assertRaises(TransactionNotFound, self.tm.finish, T2, C1,
                           p64(9))
-        self.successResultOf(self.vote(txn))  # durable: not a sole one
-        self.assertRaises(TransactionNotFound, self.tm.finish, T2, C1,
-                          p64(9))
-        self.assertFalse(self.tm.resolve(T1))
+        self.successResultOf(self.tm.finish(T1, C1, p64(9))[0])
         self.assertRaises(TransactionNotFound, self.tm.finish, T1, C1,
-                          p64(9))
-        self.assertEqual(self.db.serials[0xA], 5)
+                          p64(10))
+        self.voted(T3, A, serial=p64(9))
+        self.assertFalse(self.tm.resolve(T3))
+        self.assertRaises(TransactionNotFound, self.tm.finish, T3, C1,
+                          p64(11))
+        self.assertEqual(self.db.serials[0xA], 9)
+
+    def test_finishShared(self):
+        """
+        A transaction voted durably, with other participants, is locked
+        by its client's finish, not unlocked: its mark stays until the
+        master unlocks it, once every participant's lock is done.  Asked
+        by the master meanwhile, it is committed; had its client not
+        asked, it would be refused but keep its vote, for the master to
+        decide.
+        """
+        txn = self.begin(T1)
+        self.assertIsNone(self.successResultOf(self.store(txn, A)))
+        self.successResultOf(self.vote(txn))
+        other = self.begin(T2, C2)
+        self.assertIsNone(self.successResultOf(self.store(other, B)))
+        self.successResultOf(self.vote(other))
+        d, final = self.tm.finish(T1, C1, p64(9), final=False)
+        self.assertFalse(final)
+        self.successResultOf(d)
+        self.assertEqual(self.db.locked, {1: 9})
+        self.assertEqual(len(self.tm), 2)
+        self.assertTrue(self.tm.resolve(T1))
+        self.successResultOf(self.tm.unlock(T1))
+        self.assertEqual(self.db.serials[0xA], 9)
+        self.assertFalse(self.tm.resolve(T2))
+        self.assertIn(2, self.db.voted)
+        self.assertRaises(TransactionNotFound, self.tm.finish, T2, C2,
+                          p64(10), final=False)
+        self.successResultOf(self.tm.lock(T2, p64(10)))
+        self.assertEqual(self.db.locked, {2: 10})
 
     def test_resolve(self):
         """The master's question: committed once the client asked to
@@ -1099,7 +1129,7 @@ class FinishAtNodeTests(TransactionManagerTestCase):
         self.assertIsNone(self.tm.finish(T2, C2, p64(19)))
         self.assertIsNone(self.tm.finish(T2, C2, p64(20)))
         self.assertEqual(self.db.serials[0xA], 5)
-        self.successResultOf(self.tm.finish(T2, C2, p64(21)))
+        self.successResultOf(self.tm.finish(T2, C2, p64(21))[0])
         self.assertEqual(self.db.serials[0xA], 21)
 
     def test_reservedLocksForgotten(self):
@@ -1111,5 +1141,5 @@ class FinishAtNodeTests(TransactionManagerTestCase):
             self.successResultOf(self.tm.lock(ttid, p64(tid), final=True))
         self.voted(T3, A, serial=p64(20))
         self.assertIsNone(self.tm.finish(T3, C1, p64(19)))
-        self.successResultOf(self.tm.finish(T3, C1, p64(21)))
+        self.successResultOf(self.tm.finish(T3, C1, p64(21))[0])
         self.assertEqual(self.db.serials[0xA], 21)

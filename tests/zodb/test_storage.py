@@ -62,6 +62,17 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
         app.getStorage = lambda nid: getStorage(nid).addCallback(recording)
         return asked
 
+    def recordMasterCommands(self):
+        """The names of the commands the client asks its master."""
+        proto = self._storage._app.master
+        asked, ask = [], proto.ask
+
+        def recording(command, **kwargs):
+            asked.append(command.__name__)
+            return ask(command, **kwargs)
+        proto.ask = recording
+        return asked
+
     @staticmethod
     def assertRaisesOrResult(function, *args):
         try:
@@ -385,17 +396,6 @@ class CommitPathTests(ClusterStorageTestBase):
         storage.tpc_vote(t)
         self.serial = storage.tpc_finish(t)
         return ttid
-
-    def recordMasterCommands(self):
-        """The names of the commands the client asks its master."""
-        proto = self._storage._app.master
-        asked, ask = [], proto.ask
-
-        def recording(command, **kwargs):
-            asked.append(command.__name__)
-            return ask(command, **kwargs)
-        proto.ask = recording
-        return asked
 
     def test_storesOnlyWithPipelinedVote(self):
         """Records with a vote that is not pipelined (several nodes vote
@@ -785,9 +785,10 @@ class CommitPathTests(ClusterStorageTestBase):
     def test_reservedTidRefusedAfterALaterLock(self):
         """
         A transaction whose TID was reserved before it took a lock that
-        another transaction held until it got a greater TID is refused by
-        its node, and finished through the master: its TID follows that
-        of the other, as the order of the locks says.
+        another transaction held until it got a greater TID is finished
+        through the master (its node said so with the vote, and would
+        refuse to finish it): its TID follows that of the other, as the
+        order of the locks says.
         """
         from ZODB.Connection import TransactionMetaData
         from ZODB.utils import z64
@@ -807,7 +808,7 @@ class CommitPathTests(ClusterStorageTestBase):
         self.assertGreater(tid, theirTid)
         self.assertEqual(asked, ["ReserveTransaction",
                                  "AskFinishTransaction"])
-        self.assertEqual(stored, ["VoteTransaction", "FinishTransaction"])
+        self.assertEqual(stored, ["VoteTransaction"])
         self.assertEqual(storage.load(self.oid), (b"2", tid))
 
     def conflictThenRetry(self):
@@ -1140,12 +1141,14 @@ class ParticipantTests(ClusterStorageTestBase):
 
 
     def test_directFinishSeveralNodes(self):
-        """A commit on several storage nodes is confirmed to the client by
-        each of them (direct mode), with the TID tpc_finish returns."""
+        """A commit on several storage nodes finished through the master
+        is confirmed to the client by each of them (direct mode), with the
+        TID tpc_finish returns."""
         from ZODB.Connection import TransactionMetaData
         from ZODB.utils import z64
         storage = self._storage
         app = storage._app
+        app.finishAtNode = False
         heard, answers = recordDirectFinish(app)
         oids, nodes = [], set()
         while len(nodes) < 2:
@@ -1169,6 +1172,130 @@ class ParticipantTests(ClusterStorageTestBase):
         for oid in oids:
             self.assertEqual(storage.load(oid), (b"x", tid))
 
+
+    def test_finishAtSeveralNodes(self):
+        """
+        A commit on several storage nodes asks the master only for its
+        TID, along with the votes, and is finished at each node: the
+        other clients are invalidated with the TID tpc_finish returns,
+        once both nodes locked it, and both unlock it.
+        """
+        from ZODB.utils import z64
+        storage, other = self._storage, self._new_storage_client()
+        x, y = self.onTwoNodes()
+        first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
+        self.assertEqual(other.load(x), (b"1", first))
+        asked = self.recordMasterCommands()
+        stored = self.recordStorageCommands()
+        tid, _ = commitRecords(storage, [(x, first, b"2"), (y, first, b"2")])
+        self.assertEqual(asked, ["ReserveTransaction"])
+        self.assertEqual(stored, ["VoteTransaction"] * 2
+                         + ["FinishTransaction"] * 2)
+        self.assertEqual(self.invalidatedAfter(other, first), tid)
+        self.assertEqual(other.load(x), (b"2", tid))
+        self.assertEqual(other.load(y), (b"2", tid))
+        storage.sync()
+        self.assertEqual(self._cluster.master.transactions.queue, [])
+        for node in self._cluster.storages:
+            self.assertEqual(self._cluster.bridge.call(len, node.txns), 0)
+
+    def test_finishAtSeveralNodesUnlockedOnceEveryLockIsDurable(self):
+        """
+        Finished at several nodes, a commit is unlocked by the master only
+        once every node wrote its lock (each tells the master once it
+        did): until then, the node that did keeps its mark of the
+        decision, the other clients are not invalidated, and the client
+        waits.
+        """
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        from neo.services.storage import database
+        storage, other = self._storage, self._new_storage_client()
+        app = storage._app
+        x, y = self.onTwoNodes()
+        first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
+        self.assertEqual(other.load(x), (b"1", first))
+        nodes = {node.nid: node for node in self._cluster.storages}
+        nx, = app.pt.readable(app.pt.partitionOf(x))
+        ny, = app.pt.readable(app.pt.partitionOf(y))
+        release = self.holdCommitSteps(database._lockTransaction,
+                                       nodes=[nodes[ny]])
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(x, first, b"2", "", t)
+        storage.store(y, first, b"2", "", t)
+        storage.tpc_vote(t)
+        txn = storage._txns[t]
+        ttid = txn.ttid
+        finished, finisher = self.finishAside(storage, t)
+        try:
+            self._cluster.bridge.call(
+                self._cluster._waitFor,
+                lambda: nodes[nx].txns._txns[ttid].afterLock is None)
+            tid = txn.reservedTid
+            self.assertIsNotNone(tid)
+            master = self._cluster.master
+            self.assertIsNotNone(self._cluster.bridge.call(
+                lambda: master.transactions.get(u64(ttid))))
+            self.assertIn([u64(ttid), u64(tid)], [
+                list(row) for row in self._cluster.bridge.call(
+                    nodes[nx].db.lockedTransactions)])
+            self.assertEqual(other.lastTransaction(), first)
+            self.assertEqual(finished, [])
+        finally:
+            release()
+            finisher.join(10)
+        self.assertEqual(finished, [tid])
+        self.assertEqual(self.invalidatedAfter(other, first), tid)
+        self.assertEqual(other.load(x), (b"2", tid))
+        self.assertEqual(other.load(y), (b"2", tid))
+
+    def test_finishAtOneOfSeveralNodesThenLost(self):
+        """
+        A client lost once it asked one of the nodes of its commit to
+        finish it, but not the other: the master asks both, and since one
+        finished it, locks it on the other, which kept its vote.  The
+        commit is whole.
+        """
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        from twisted.internet import defer
+        from twisted.internet.error import ConnectionLost
+        storage, other = self._storage, self._new_storage_client()
+        app = storage._app
+        x, y = self.onTwoNodes()
+        first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
+        ny, = app.pt.readable(app.pt.partitionOf(y))
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(x, first, b"2", "", t)
+        storage.store(y, first, b"2", "", t)
+        storage.tpc_vote(t)
+        txn = storage._txns[t]
+        proto = txn.protos[ny]
+        ask, held = proto.ask, []
+        proto.ask = lambda command, **kwargs: (
+            held.append(defer.Deferred()) or held[-1]
+            if command is c.FinishTransaction else ask(command, **kwargs))
+        import threading
+        finisher = threading.Thread(
+            target=self.assertRaisesOrResult, args=(storage.tpc_finish, t))
+        finisher.start()
+        self.addCleanup(finisher.join, 10)
+        tid = txn.reservedTid
+        self.assertIsNotNone(tid)
+        self._cluster.bridge.call(self._cluster._waitFor,
+                                  lambda: txn.finishSent)
+        storage.close()
+        # The finish never sent fails, as on a lost connection.
+        self._cluster.bridge.call(lambda: [
+            d.errback(ConnectionLost()) for d in held])
+        self.assertEqual(self.invalidatedAfter(other, first), tid)
+        self.assertEqual(other.load(x), (b"2", tid))
+        self.assertEqual(other.load(y), (b"2", tid))
+        master = self._cluster.master
+        self.assertEqual(self._cluster.bridge.call(
+            lambda: len(master.transactions)), 0)
 
     def test_storesWithTheVotesOnEachNode(self):
         """On several nodes, each node's stores go with its vote, all sent
@@ -1207,6 +1334,7 @@ class ParticipantTests(ClusterStorageTestBase):
         from neo.services.storage import database
         storage, other = self._storage, self._new_storage_client()
         app = storage._app
+        app.finishAtNode = False
         x, y = self.onTwoNodes()
         first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
         self.assertEqual(other.load(x), (b"1", first))
@@ -1245,7 +1373,7 @@ class ParticipantTests(ClusterStorageTestBase):
         self.assertEqual(other.load(x), (b"2", tid))
         self.assertEqual(other.load(y), (b"2", tid))
 
-    def test_nodeLostBeforeItsLockCommitsOnRecovery(self):
+    def lostBeforeItsLock(self, finishAtNode):
         """
         A node lost, as in a crash, while it writes the lock of a
         transaction on two nodes that the other node wrote already: on
@@ -1260,9 +1388,9 @@ class ParticipantTests(ClusterStorageTestBase):
         from neo.services.storage import database
         storage = self._storage
         app = storage._app
+        app.finishAtNode = finishAtNode
         x, y = self.onTwoNodes()
         first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
-        heard, _ = recordDirectFinish(app)
         storages = self._cluster.storages
         nx, = app.pt.readable(app.pt.partitionOf(x))
         ny, = app.pt.readable(app.pt.partitionOf(y))
@@ -1274,13 +1402,20 @@ class ParticipantTests(ClusterStorageTestBase):
         storage.store(x, first, b"2", "", t)
         storage.store(y, first, b"2", "", t)
         storage.tpc_vote(t)
+        ttid = storage._txns[t].ttid
         import threading
         finisher = threading.Thread(
             target=self.assertRaisesOrResult, args=(storage.tpc_finish, t))
         finisher.start()
         self.addCleanup(finisher.join, 10)
-        self._cluster.bridge.call(self._cluster._waitFor, lambda: heard)
-        [(_, _, tid)] = heard
+        txns = storages[ix].txns._txns
+
+        def written():
+            # The node of x wrote its lock (or, unlocked, forgot it).
+            txn = txns.get(ttid)
+            return txn is None or (txn.tid is not None
+                                   and txn.afterLock is None)
+        self._cluster.bridge.call(self._cluster._waitFor, written)
         lost = storages[iy]
 
         def crash():
@@ -1295,8 +1430,18 @@ class ParticipantTests(ClusterStorageTestBase):
         self._cluster.restartStorage(iy)
         self._cluster.waitForState(ClusterState.RUNNING)
         reader = self._new_storage_client()
-        self.assertEqual(reader.load(x), (b"2", tid))
+        data, tid = reader.load(x)
+        self.assertEqual(data, b"2")
         self.assertEqual(reader.load(y), (b"2", tid))
+
+    def test_nodeLostBeforeItsLockCommitsOnRecovery(self):
+        """L{lostBeforeItsLock}, finished through the master."""
+        self.lostBeforeItsLock(finishAtNode=False)
+
+    def test_nodeLostBeforeItsLockFinishedAtNodes(self):
+        """L{lostBeforeItsLock}, finished at the nodes (the client asked
+        both)."""
+        self.lostBeforeItsLock(finishAtNode=True)
 
     def test_abortAfterFinishLeavesTheVotes(self):
         """
@@ -1310,6 +1455,7 @@ class ParticipantTests(ClusterStorageTestBase):
         from twisted.internet import defer
         storage = self._storage
         app = storage._app
+        app.finishAtNode = False
         x, y = self.onTwoNodes()
         first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
         storages = self._cluster.storages
@@ -1364,7 +1510,9 @@ class ParticipantTests(ClusterStorageTestBase):
         for value in (5, 6):
             tid, _ = commitRecords(storage, [(x, tid, counterRecord(value)),
                                              (y, tid, counterRecord(value))])
-        self.assertEqual(asked, ["StoreObjects"] * 2 + ["VoteTransaction"] * 4)
+        # The second one reserves its TID, to finish at the nodes.
+        self.assertEqual(asked, ["StoreObjects"] * 2 + ["VoteTransaction"] * 4
+                         + ["FinishTransaction"] * 2)
 
 
 class ReconnectionTests(ClusterStorageTestBase):

@@ -517,15 +517,15 @@ class MasterNode(BaseNode):
     def reserve(self, entry, ttid, oids, checked, voted, beginNext=False,
                 metaPartition=None):
         """
-        A transaction is being voted on a single node: if that node is its
-        only participant and no transaction is being finished, give it its
-        final TID now, for its client to finish it at that node (see
+        A transaction is being voted: if the nodes voted on are its
+        participants and no transaction is being finished, give it its
+        final TID now, for its client to finish it at those nodes (see
         L{c.ReserveTransaction}).
         """
         txn, metaPartition, involved, missing = self._finishing(
             entry, ttid, oids, checked, voted, metaPartition)
         answer = {"tid": None}
-        if (not txn.imposed and not missing and len(involved) == 1
+        if (not txn.imposed and not missing
                 and involved == set(voted) and not self.transactions.queue
                 and self.state is ClusterState.RUNNING):
             tid = self._assignTid(txn, oids, metaPartition, involved)
@@ -607,27 +607,53 @@ class MasterNode(BaseNode):
     def _resolve(self, txn):
         """
         The client of a reserved transaction was lost, or gave it up after
-        asking its node to finish it, or the cluster is stopping: the node
-        decides whether it commits.
+        asking its nodes to finish it, or the cluster is stopping: it
+        commits if one of its nodes was asked to finish it (the others,
+        asked at the same time, refuse the client from then on); else it
+        is aborted.
         """
         if txn.resolving:
             return
         txn.resolving = True
-        nid, = txn.involved
-        node = self.nodes.get(nid)
-        if node is None or node.proto is None:
-            return  # Lost: the cluster is recovering (_storageLost).
+        nids = sorted(txn.involved)
+        protos = []
+        for nid in nids:
+            node = self.nodes.get(nid)
+            if node is None or node.proto is None:
+                return  # Lost: the cluster is recovering (_storageLost).
+            protos.append(node.proto)
 
-        def resolved(answer):
+        def resolved(answers):
+            for nid, (ok, failure) in zip(nids, answers):
+                if not ok:
+                    self._lockFailed(failure, txn, nid)
             if self.transactions.get(txn.ttid) is not txn:
                 return  # Committed (NotifyCommitted came first) or cleared.
-            if answer["committed"]:
-                self._locked(None, txn, nid)
-            else:
-                self._abort(txn)
+            committed = [ok and answer["committed"] for ok, answer in answers]
+            if not any(committed):
+                if all(ok for ok, _ in answers):
+                    self._abort(txn)
+                # Else a node was lost, which may have committed it: the
+                # cluster verifies what they hold.
+                return
+            if len(nids) == 1:
+                self._locked(None, txn, nids[0])
+                return
+            # Those that committed tell us once their lock is durable
+            # (NotifyCommitted); the others lock the votes they kept.
+            for nid, proto, (ok, _), done in zip(nids, protos, answers,
+                                                 committed):
+                if ok and not done:
+                    d = proto.ask(c.AskLockInformation, ttid=p64(txn.ttid),
+                                  tid=p64(txn.tid))
+                    d.addCallbacks(self._locked, self._lockFailed,
+                                   callbackArgs=(txn, nid),
+                                   errbackArgs=(txn, nid))
 
-        d = node.proto.ask(c.AskResolveTransaction, ttid=p64(txn.ttid))
-        d.addCallbacks(resolved, self._lockFailed, errbackArgs=(txn, nid))
+        d = defer.DeferredList(
+            [proto.ask(c.AskResolveTransaction, ttid=p64(txn.ttid))
+             for proto in protos], consumeErrors=True)
+        d.addCallback(resolved)
 
     def _lockFailed(self, failure, txn, nid):
         # A lost connection is handled by _storageLost.  Any other failure

@@ -495,7 +495,7 @@ class ClientHandler(amp.CommandLocator):
         if txns.settled(txn):
             return dict(stored, voted=False)
         txns.voteInMemory(txn, partition, metadata)
-        return dict(stored, voted=True)
+        return dict(stored, voted=True, released=txn.released)
 
     @defer.inlineCallbacks
     def _vote(self, txn, partition, metadata, pipelined, shared, stored):
@@ -511,7 +511,7 @@ class ClientHandler(amp.CommandLocator):
         yield txns.vote(txn, partition, metadata,
                         durable=shared or not pipelined,
                         soft=pipelined and shared)
-        return dict(stored, voted=True)
+        return dict(stored, voted=True, released=txn.released)
 
     @c.AbortTransaction.responder
     def abortTransaction(self, ttid, finishing=False, keep=False):
@@ -520,15 +520,25 @@ class ClientHandler(amp.CommandLocator):
         return {}
 
     @c.FinishTransaction.responder
-    def finishTransaction(self, ttid, tid):
+    def finishTransaction(self, ttid, tid, shared=False):
         client = self._client()
-        d = self.node.txns.finish(ttid, client.nid, tid)
-        if d is None:
+        finishing = self.node.txns.finish(ttid, client.nid, tid,
+                                          final=not shared)
+        if finishing is None:
             return {"committed": False}
-        # Decided: the master may tell the other clients now, not a
-        # database step later (loads of its oids wait for the database:
-        # read locks), as when it locks a transaction itself.
-        self.node.master.notify(c.NotifyCommitted, ttid=ttid, tid=tid)
+        d, final = finishing
+
+        def committed(_):
+            self.node.master.notify(c.NotifyCommitted, ttid=ttid, tid=tid)
+        if final:
+            # Decided: the master may tell the other clients now, not a
+            # database step later (loads of its oids wait for the database:
+            # read locks), as when it locks a transaction itself.
+            committed(None)
+        else:
+            # Other nodes take part: as for the master's lock, once it is
+            # durable (L{MasterHandler.askLockInformation}).
+            d.addCallback(committed)
         return d.addCallback(lambda _: {"committed": True})
 
     @c.AskObject.responder

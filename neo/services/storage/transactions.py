@@ -68,6 +68,10 @@ class StorageTransaction:
         self.afterLock = None
         #: C{(partition, metadata)} of a vote kept in memory (not durable).
         self.inMemory = None
+        #: As of its vote, the greatest TID under which another transaction
+        #: released one of its oids (None if it has none): its final TID
+        #: must be greater (L{TransactionManager.finish}).
+        self.released = None
         self.tid = None
         self.aborted = False
         #: Given up by this node for a conflict that no client can resolve
@@ -111,7 +115,7 @@ class TransactionManager:
         self._refused = OrderedDict()
         #: C{{oid: tid}}: the TID of the last transaction that held the
         #: lock on C{oid} until it was locked itself, the latest ones; and
-        #: the greatest of those forgotten (L{finish}).
+        #: the greatest of those forgotten (L{_voting}).
         self._releasedAt = OrderedDict()
         self._releasedFloor = ZERO_TID
 
@@ -486,6 +490,10 @@ class TransactionManager:
         if txn.voted:
             return False
         txn.voted = True
+        # It holds all its locks from now on: nobody else releases them.
+        floor, released = self._releasedFloor, self._releasedAt
+        txn.released = max((released.get(oid, floor) for oid in txn.oids()),
+                           default=None)
         return True
 
     # -- Second phase --------------------------------------------------------
@@ -567,26 +575,29 @@ class TransactionManager:
             return result if isinstance(result, Failure) else None
         return d.addBoth(locked)
 
-    def finish(self, ttid, clientNid, tid):
+    def finish(self, ttid, clientNid, tid, final=True):
         """
-        L{lock} with C{final}, asked by the client of a transaction voted
-        here as its only participant, under the TID that the master
-        reserved for it (L{neo.protocols.commands.ReserveTransaction}).
-        Raises L{TransactionNotFound} if there is no such transaction.
+        L{lock}, asked by the client of a transaction voted here, under the
+        TID that the master reserved for it (L{neo.protocols.commands.
+        ReserveTransaction}); C{final} unless other nodes take part (a vote
+        kept in memory is always final).  Returns the Deferred of the
+        lock, and whether it was final; None if refused.  Raises
+        L{TransactionNotFound} if there is no such transaction.
         """
         txn = self._txns.get(ttid)
         if txn is None or txn.clientNid != clientNid or txn.tid is not None \
-                or txn.inMemory is None or ttid in self._refused:
+                or not txn.voted or ttid in self._refused:
             raise TransactionNotFound(f"transaction {u64(ttid):#x} is not"
-                                      " voted here as its only participant")
+                                      " voted here")
         # The TID was reserved before the transaction took its locks: a
         # transaction that held one of them before may have got a greater
         # TID since.  Commits follow the order of the locks, so that this
-        # one is then finished through the master, under a new TID.
-        floor, released = self._releasedFloor, self._releasedAt
-        if any(released.get(oid, floor) >= tid for oid in txn.oids()):
+        # one is then finished through the master, under a new TID (its
+        # client, who got C{released} with the vote, knows it already).
+        if txn.released is not None and txn.released >= tid:
             return None
-        return self.lock(ttid, tid, final=True)
+        final = final or txn.inMemory is not None
+        return self.lock(ttid, tid, final=final), final
 
     #: How many ttids L{resolve} remembers refusing.
     REFUSED_KEPT = 1000
@@ -595,7 +606,10 @@ class TransactionManager:
         """
         The master asks whether a transaction reserved for its client to
         finish here commits: yes if its client asked (L{finish}); else it
-        is aborted, and refused should the client's request still come.
+        is refused, should the client's request still come.  A vote kept
+        in memory (this node is its only participant) is aborted at once;
+        a durable one waits for the master's decision, which depends on
+        the other participants.
         """
         txn = self._txns.get(ttid)
         if txn is not None and txn.tid is not None:
@@ -603,7 +617,7 @@ class TransactionManager:
         self._refused[ttid] = None
         if len(self._refused) > self.REFUSED_KEPT:
             self._refused.popitem(last=False)
-        if txn is not None:
+        if txn is not None and (not txn.voted or txn.inMemory is not None):
             self.abort(ttid)
         return False
 
@@ -618,9 +632,10 @@ class TransactionManager:
                 self.maxOid = u64(oid)
         released = self._releasedAt
         for oid in txn.oids():
-            self._release(txn, oid)
+            # Before the waiter is woken, which may vote at once (_voting).
             released[oid] = txn.tid
             released.move_to_end(oid)
+            self._release(txn, oid)
         while len(released) > self.SERIALS:
             self._releasedFloor = max(self._releasedFloor,
                                       released.popitem(last=False)[1])
