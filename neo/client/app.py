@@ -110,7 +110,7 @@ class ClientTransaction:
         #: for a conflict met lately (L{ClientApp._pipelined}): no TID is
         #: reserved for it (L{ClientApp._reserve}).
         self.contended = False
-        #: Its nodes were asked to finish it (L{ClientApp._finishAtNode}).
+        #: Its nodes were asked to finish it (L{ClientApp._finishAtNodes}).
         self.finishSent = False
         #: The storage nodes told to forget it (L{ClientApp.abortAtNodes}).
         self.toldNodes = None
@@ -852,7 +852,7 @@ class ClientApp(ClusterView):
     def _reserve(self, txn, nids, oids):
         """
         Ask the master, along with the votes on C{nids}, for the final
-        TID, to finish at those nodes (L{_finishAtNode}).
+        TID, to finish at those nodes (L{_finishAtNodes}).
         """
         master = self.master
         if txn.reservation is not None or txn.imposed or master is None \
@@ -1059,7 +1059,7 @@ class ClientApp(ClusterView):
         if txn.reservation is not None:
             yield txn.reservation
             if txn.reservedTid is not None and (
-                    yield self._finishAtNode(txn)):
+                    yield self._finishAtNodes(txn)):
                 return self._committed(txn, txn.reservedTid, callback)
         # The nodes voted on (still connected) may tell us of the commit
         # themselves, a message sooner than the master (direct mode).
@@ -1101,7 +1101,7 @@ class ClientApp(ClusterView):
         return self._committed(txn, answer["tid"], callback)
 
     @defer.inlineCallbacks
-    def _finishAtNode(self, txn):
+    def _finishAtNodes(self, txn):
         """
         Finish at its nodes a transaction whose final TID the master
         reserved; returns whether they did.  If one of them refuses (the
@@ -1193,10 +1193,7 @@ class ClientApp(ClusterView):
         if txn.ttid is None:
             return  # _begin tells the master when the ttid arrives.
         self._txnByTtid.pop(txn.ttid, None)
-        # Once its nodes were asked to finish it, the master decides with
-        # them whether it commits (L{c.AskResolveTransaction}): no node
-        # may drop its vote meanwhile.
-        told = set() if txn.finishSent else self.abortAtNodes(txn)
+        told = self.abortAtNodes(txn)
         master = self.master
         if master is None:
             return
