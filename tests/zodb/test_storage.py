@@ -1199,56 +1199,43 @@ class ParticipantTests(ClusterStorageTestBase):
         for node in self._cluster.storages:
             self.assertEqual(self._cluster.bridge.call(len, node.txns), 0)
 
-    def test_finishAtSeveralNodesUnlockedOnceEveryLockIsDurable(self):
+    def committedOnTwoNodes(self, finishAtNode=True):
         """
-        Finished at several nodes, a commit is unlocked by the master only
-        once every node wrote its lock (each tells the master once it
-        did): until then, the node that did keeps its mark of the
-        decision, the other clients are not invalidated, and the client
-        waits.
+        Two oids on different nodes, committed once (C{b"1"}), by a client
+        that finishes its commits at the nodes or not: the oids, the TID,
+        and the storage nodes of each oid.
         """
-        from ZODB.Connection import TransactionMetaData
         from ZODB.utils import z64
-        from neo.services.storage import database
-        storage, other = self._storage, self._new_storage_client()
-        app = storage._app
+        app = self._storage._app
+        app.finishAtNode = finishAtNode
         x, y = self.onTwoNodes()
-        first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
-        self.assertEqual(other.load(x), (b"1", first))
+        first, _ = commitRecords(self._storage,
+                                 [(x, z64, b"1"), (y, z64, b"1")])
         nodes = {node.nid: node for node in self._cluster.storages}
-        nx, = app.pt.readable(app.pt.partitionOf(x))
-        ny, = app.pt.readable(app.pt.partitionOf(y))
-        release = self.holdCommitSteps(database._lockTransaction,
-                                       nodes=[nodes[ny]])
+        (nx,), (ny,) = (app.pt.readable(app.pt.partitionOf(oid))
+                        for oid in (x, y))
+        return x, y, first, nodes[nx], nodes[ny]
+
+    def votedOnTwoNodes(self, x, y, serial):
+        """A transaction of the client storing C{b"2"} for C{x} and C{y},
+        voted; and its ttid."""
+        from ZODB.Connection import TransactionMetaData
+        storage = self._storage
         t = TransactionMetaData()
         storage.tpc_begin(t)
-        storage.store(x, first, b"2", "", t)
-        storage.store(y, first, b"2", "", t)
+        storage.store(x, serial, b"2", "", t)
+        storage.store(y, serial, b"2", "", t)
         storage.tpc_vote(t)
-        txn = storage._txns[t]
-        ttid = txn.ttid
-        finished, finisher = self.finishAside(storage, t)
-        try:
-            self._cluster.bridge.call(
-                self._cluster._waitFor,
-                lambda: nodes[nx].txns._txns[ttid].afterLock is None)
-            tid = txn.reservedTid
-            self.assertIsNotNone(tid)
-            master = self._cluster.master
-            self.assertIsNotNone(self._cluster.bridge.call(
-                lambda: master.transactions.get(u64(ttid))))
-            self.assertIn([u64(ttid), u64(tid)], [
-                list(row) for row in self._cluster.bridge.call(
-                    nodes[nx].db.lockedTransactions)])
-            self.assertEqual(other.lastTransaction(), first)
-            self.assertEqual(finished, [])
-        finally:
-            release()
-            finisher.join(10)
-        self.assertEqual(finished, [tid])
-        self.assertEqual(self.invalidatedAfter(other, first), tid)
-        self.assertEqual(other.load(x), (b"2", tid))
-        self.assertEqual(other.load(y), (b"2", tid))
+        return t, storage._txns[t].ttid
+
+    def finishFailingAside(self, t):
+        """tpc_finish of C{t} in a thread of its own, expected to fail
+        (joined at the end of the test)."""
+        import threading
+        finisher = threading.Thread(target=self.assertRaisesOrResult,
+                                    args=(self._storage.tpc_finish, t))
+        finisher.start()
+        self.addCleanup(finisher.join, 10)
 
     def test_finishAtOneOfSeveralNodesThenLost(self):
         """
@@ -1257,31 +1244,18 @@ class ParticipantTests(ClusterStorageTestBase):
         finished it, locks it on the other, which kept its vote.  The
         commit is whole.
         """
-        from ZODB.Connection import TransactionMetaData
-        from ZODB.utils import z64
         from twisted.internet import defer
         from twisted.internet.error import ConnectionLost
         storage, other = self._storage, self._new_storage_client()
-        app = storage._app
-        x, y = self.onTwoNodes()
-        first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
-        ny, = app.pt.readable(app.pt.partitionOf(y))
-        t = TransactionMetaData()
-        storage.tpc_begin(t)
-        storage.store(x, first, b"2", "", t)
-        storage.store(y, first, b"2", "", t)
-        storage.tpc_vote(t)
+        x, y, first, _, late = self.committedOnTwoNodes()
+        t, _ = self.votedOnTwoNodes(x, y, first)
         txn = storage._txns[t]
-        proto = txn.protos[ny]
+        proto = txn.protos[late.nid]
         ask, held = proto.ask, []
         proto.ask = lambda command, **kwargs: (
             held.append(defer.Deferred()) or held[-1]
             if command is c.FinishTransaction else ask(command, **kwargs))
-        import threading
-        finisher = threading.Thread(
-            target=self.assertRaisesOrResult, args=(storage.tpc_finish, t))
-        finisher.start()
-        self.addCleanup(finisher.join, 10)
+        self.finishFailingAside(t)
         tid = txn.reservedTid
         self.assertIsNotNone(tid)
         self._cluster.bridge.call(self._cluster._waitFor,
@@ -1320,7 +1294,7 @@ class ParticipantTests(ClusterStorageTestBase):
         self.assertEqual(zodb_unpickle(storage.loadSerial(y, tid))._value, 4)
 
 
-    def test_severalNodesUnlockedOnceEveryLockIsDurable(self):
+    def unlockedOnceEveryLockIsDurable(self, finishAtNode):
         """
         On several nodes, the master unlocks a transaction (and so lets
         each node forget its mark of the decision) only once every node
@@ -1329,40 +1303,26 @@ class ParticipantTests(ClusterStorageTestBase):
         Meanwhile the other clients are not told of the commit, nor is
         its client, who waits for every node.
         """
-        from ZODB.Connection import TransactionMetaData
-        from ZODB.utils import z64
         from neo.services.storage import database
         storage, other = self._storage, self._new_storage_client()
-        app = storage._app
-        app.finishAtNode = False
-        x, y = self.onTwoNodes()
-        first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
+        x, y, first, early, late = self.committedOnTwoNodes(finishAtNode)
         self.assertEqual(other.load(x), (b"1", first))
-        heard, _ = recordDirectFinish(app)
-        nodes = {node.nid: node for node in self._cluster.storages}
-        nx, = app.pt.readable(app.pt.partitionOf(x))
-        ny, = app.pt.readable(app.pt.partitionOf(y))
         release = self.holdCommitSteps(database._lockTransaction,
-                                       nodes=[nodes[ny]])
-        t = TransactionMetaData()
-        storage.tpc_begin(t)
-        storage.store(x, first, b"2", "", t)
-        storage.store(y, first, b"2", "", t)
-        storage.tpc_vote(t)
-        ttid = storage._txns[t].ttid
+                                       nodes=[late])
+        t, ttid = self.votedOnTwoNodes(x, y, first)
         finished, finisher = self.finishAside(storage, t)
         try:
-            # The node of x wrote its lock and told the client.
-            self._cluster.bridge.call(self._cluster._waitFor,
-                                      lambda: heard)
-            [(nid, _, tid)] = heard
-            self.assertEqual(nid, nx)
+            # The node of x wrote its lock.
+            locked = early.txns._txns[ttid]
+            self._cluster.bridge.call(self._cluster._waitFor, lambda: (
+                locked.tid is not None and locked.afterLock is None))
+            tid = locked.tid
             master = self._cluster.master
             self.assertIsNotNone(self._cluster.bridge.call(
                 lambda: master.transactions.get(u64(ttid))))
             self.assertIn([u64(ttid), u64(tid)], [
                 list(row) for row in self._cluster.bridge.call(
-                    nodes[nx].db.lockedTransactions)])
+                    early.db.lockedTransactions)])
             self.assertEqual(other.lastTransaction(), first)
             self.assertEqual(finished, [])
         finally:
@@ -1373,6 +1333,16 @@ class ParticipantTests(ClusterStorageTestBase):
         self.assertEqual(other.load(x), (b"2", tid))
         self.assertEqual(other.load(y), (b"2", tid))
 
+    def test_severalNodesUnlockedOnceEveryLockIsDurable(self):
+        """L{unlockedOnceEveryLockIsDurable}, finished through the master
+        (in direct mode: each node tells the client)."""
+        self.unlockedOnceEveryLockIsDurable(finishAtNode=False)
+
+    def test_finishAtSeveralNodesUnlockedOnceEveryLockIsDurable(self):
+        """L{unlockedOnceEveryLockIsDurable}, finished at the nodes (each
+        tells the master once it wrote its lock)."""
+        self.unlockedOnceEveryLockIsDurable(finishAtNode=True)
+
     def lostBeforeItsLock(self, finishAtNode):
         """
         A node lost, as in a crash, while it writes the lock of a
@@ -1381,34 +1351,14 @@ class ParticipantTests(ClusterStorageTestBase):
         its mark of the decision, which commits the vote left on the lost
         one).
         """
-        from ZODB.Connection import TransactionMetaData
-        from ZODB.utils import z64
         from twisted.internet import defer
         from neo.lib.states import ClusterState
         from neo.services.storage import database
-        storage = self._storage
-        app = storage._app
-        app.finishAtNode = finishAtNode
-        x, y = self.onTwoNodes()
-        first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
-        storages = self._cluster.storages
-        nx, = app.pt.readable(app.pt.partitionOf(x))
-        ny, = app.pt.readable(app.pt.partitionOf(y))
-        [ix] = [i for i, node in enumerate(storages) if node.nid == nx]
-        [iy] = [i for i, node in enumerate(storages) if node.nid == ny]
-        self.holdCommitSteps(database._lockTransaction, nodes=[storages[iy]])
-        t = TransactionMetaData()
-        storage.tpc_begin(t)
-        storage.store(x, first, b"2", "", t)
-        storage.store(y, first, b"2", "", t)
-        storage.tpc_vote(t)
-        ttid = storage._txns[t].ttid
-        import threading
-        finisher = threading.Thread(
-            target=self.assertRaisesOrResult, args=(storage.tpc_finish, t))
-        finisher.start()
-        self.addCleanup(finisher.join, 10)
-        txns = storages[ix].txns._txns
+        x, y, first, early, lost = self.committedOnTwoNodes(finishAtNode)
+        self.holdCommitSteps(database._lockTransaction, nodes=[lost])
+        t, ttid = self.votedOnTwoNodes(x, y, first)
+        self.finishFailingAside(t)
+        txns = early.txns._txns
 
         def written():
             # The node of x wrote its lock (or, unlocked, forgot it).
@@ -1416,18 +1366,17 @@ class ParticipantTests(ClusterStorageTestBase):
             return txn is None or (txn.tid is not None
                                    and txn.afterLock is None)
         self._cluster.bridge.call(self._cluster._waitFor, written)
-        lost = storages[iy]
 
         def crash():
             # Marks the master let go of are dropped now, not a second
             # later; the held step never runs.
-            storages[ix].db._forgetNow()
+            early.db._forgetNow()
             lost.db.whenSettled = lambda: defer.succeed(None)
-            return defer.gatherResults([storages[ix].db.whenSettled(),
+            return defer.gatherResults([early.db.whenSettled(),
                                         lost.disownServiceParent()])
         self._cluster.bridge.call(crash)
         self._cluster.waitForState(ClusterState.RECOVERING)
-        self._cluster.restartStorage(iy)
+        self._cluster.restartStorage(self._cluster.storages.index(lost))
         self._cluster.waitForState(ClusterState.RUNNING)
         reader = self._new_storage_client()
         data, tid = reader.load(x)
@@ -1450,17 +1399,10 @@ class ParticipantTests(ClusterStorageTestBase):
         the nodes to drop their votes when it aborts: the master, which
         may be locking the transaction, decides, and the commit is whole.
         """
-        from ZODB.Connection import TransactionMetaData
-        from ZODB.utils import z64
         from twisted.internet import defer
         storage = self._storage
         app = storage._app
-        app.finishAtNode = False
-        x, y = self.onTwoNodes()
-        first, _ = commitRecords(storage, [(x, z64, b"1"), (y, z64, b"1")])
-        storages = self._cluster.storages
-        ny, = app.pt.readable(app.pt.partitionOf(y))
-        [late] = [node for node in storages if node.nid == ny]
+        x, y, first, _, late = self.committedOnTwoNodes(finishAtNode=False)
         gate, lock = defer.Deferred(), late.txns.lock
         late.txns.lock = lambda *args: gate.addCallback(lambda _: lock(*args))
         master, ask = app.master, app.master.ask
@@ -1471,16 +1413,11 @@ class ParticipantTests(ClusterStorageTestBase):
                 master.close()
             return d
         master.ask = askThenLose
-        t = TransactionMetaData()
-        storage.tpc_begin(t)
-        storage.store(x, first, b"2", "", t)
-        storage.store(y, first, b"2", "", t)
-        storage.tpc_vote(t)
-        ttid = storage._txns[t].ttid
+        t, ttid = self.votedOnTwoNodes(x, y, first)
         self.assertRaises(ClientDisconnected, storage.tpc_finish, t)
         storage.tpc_abort(t)
         # On that node's connection, behind what the abort would send.
-        storage._bridge.call(lambda: app._storages[ny].ask(c.Ping))
+        storage._bridge.call(lambda: app._storages[late.nid].ask(c.Ping))
         self._cluster.bridge.call(lambda: (
             late.txns.__dict__.pop("lock"), gate.callback(None)))
         reader = self._new_storage_client()
