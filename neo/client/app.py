@@ -871,13 +871,23 @@ class ClientApp(ClusterView):
             checked=list(txn.checked), voted=sorted(nids),
             beginNext=self._spare is None or None,
             metaPartition=txn.metaPartition)
-        d.addCallback(self._reserved, txn, master, d)
+        d.addCallbacks(self._reserved, self._notReserved,
+                       callbackArgs=(txn, master, d))
 
     def _reserved(self, answer, txn, master, d):
         if txn.reservation is d:
             txn.reservedTid = answer["tid"]
         self._keepSpare(answer["nextTtid"], master)
         return answer
+
+    @staticmethod
+    def _notReserved(failure):
+        """
+        The reservation failed (the master was lost, say): the finish, if
+        it comes, goes through the master, which tells what is wrong.
+        Nothing may wait for it, so its failure is not left unhandled.
+        """
+        return None
 
     def _unreserve(self, txn):
         """
@@ -886,9 +896,7 @@ class ClientApp(ClusterView):
         (its client may well wait for their invalidations), nor for its
         abort.  Its next vote asks again.
         """
-        d, txn.reservation = txn.reservation, None
-        txn.reservedTid = None
-        d.addErrback(lambda _: None)
+        txn.reservation = txn.reservedTid = None
         master = self.master
         if master is not None and master is txn.master:
             # The transaction stays begun (a refused reservation: nothing).
@@ -1197,10 +1205,9 @@ class ClientApp(ClusterView):
         master = self.master
         if master is None:
             return
-        if txn.reservation is not None:
-            txn.reservation.addErrback(lambda _: None)  # maybe unread
-            if txn.reservation.called and txn.reservedTid is None:
-                txn.reservation = None  # refused: nothing to give back
+        if txn.reservation is not None and txn.reservation.called \
+                and txn.reservedTid is None:
+            txn.reservation = None  # refused: nothing to give back
         if (txn.reusable and told == txn.voted and not txn.imposed
                 and master is txn.master and self._spare is None
                 and not self.readOnly):

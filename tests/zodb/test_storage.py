@@ -1426,6 +1426,30 @@ class ParticipantTests(ClusterStorageTestBase):
         self.assertEqual(reader.load(x)[0], b"2")
         self.assertEqual(reader.load(y)[0], b"2")
 
+    def test_failedReservationFinishesThroughTheMaster(self):
+        """A reservation that fails (here an error answer) does not fail
+        the commit, nor is its failure left unhandled: the commit
+        finishes through the master."""
+        from twisted.internet import defer
+        from neo.protocols.errors import NotReady
+        storage = self._storage
+        app = storage._app
+        x, y, first, _, _ = self.committedOnTwoNodes()
+        asked, ask = [], app.master.ask
+
+        def failing(command, **kwargs):
+            asked.append(command.__name__)
+            if command is c.ReserveTransaction:
+                return defer.fail(NotReady("no reservation today"))
+            return ask(command, **kwargs)
+        app.master.ask = failing
+        t, _ = self.votedOnTwoNodes(x, y, first)
+        reservation = storage._txns[t].reservation
+        tid = storage.tpc_finish(t)
+        self.assertEqual(asked, ["ReserveTransaction", "AskFinishTransaction"])
+        self.assertIsNone(reservation.result)
+        self.assertEqual(storage.load(x), (b"2", tid))
+
     def test_storesAnsweredFirstUnderContention(self):
         """After a conflict, the client's next commit on several nodes has
         its stores answered before it votes (under contention, a vote sent
