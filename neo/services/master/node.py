@@ -562,17 +562,21 @@ class MasterNode(BaseNode):
         if direct:
             self._heardFromNode(txn)
         for nid in involved:
-            proto = self.nodes.get(nid).proto
-            d = proto.ask(c.AskLockInformation, ttid=ttid, tid=p64(tid),
-                          final=final, notify=direct or None)
-            d.addCallbacks(self._locked, self._lockFailed,
-                           callbackArgs=(txn, nid), errbackArgs=(txn, nid))
+            self._askLock(txn, nid, self.nodes.get(nid).proto, final=final,
+                          notify=direct or None)
         if direct:
             answer = {"tid": p64(tid), "direct": True}
             return self._beginNext(answer, entry) if beginNext else answer
         if beginNext:
             return txn.finished.addCallback(self._beginNext, entry)
         return txn.finished
+
+    def _askLock(self, txn, nid, proto, **kwargs):
+        """Ask node C{nid} to lock C{txn} under its final TID."""
+        d = proto.ask(c.AskLockInformation, ttid=p64(txn.ttid),
+                      tid=p64(txn.tid), **kwargs)
+        d.addCallbacks(self._locked, self._lockFailed,
+                       callbackArgs=(txn, nid), errbackArgs=(txn, nid))
 
     def _heardFromNode(self, txn):
         """
@@ -644,11 +648,7 @@ class MasterNode(BaseNode):
             for nid, proto, (ok, _), done in zip(nids, protos, answers,
                                                  committed):
                 if ok and not done:
-                    d = proto.ask(c.AskLockInformation, ttid=p64(txn.ttid),
-                                  tid=p64(txn.tid))
-                    d.addCallbacks(self._locked, self._lockFailed,
-                                   callbackArgs=(txn, nid),
-                                   errbackArgs=(txn, nid))
+                    self._askLock(txn, nid, proto)
 
         d = defer.DeferredList(
             [proto.ask(c.AskResolveTransaction, ttid=p64(txn.ttid))
