@@ -790,6 +790,7 @@ class ClientApp(ClusterView):
                           oids=oids if nid in metaNids else None,
                           pipelined=True, partition=txn.metaPartition,
                           **extra)
+            proto.flush()  # on its way before the rest of this turn
             if carried:
                 # The answers of the stores come with the vote's: they are
                 # counted as outstanding until then.
@@ -995,6 +996,8 @@ class ClientApp(ClusterView):
                            callbackArgs=(txn, nid, txn.voteEpochs.get(nid, 0)),
                            errbackArgs=(txn, nid))
             txn.outstanding.append(d)
+        for proto in protos.values():
+            proto.flush()
         self._reserve(txn, txn.voted, oids)
         conflicts = yield self.waitStores(txn)
         if all(txn.softVotes.values()):

@@ -198,6 +198,16 @@ class NodeProtocol(amp.AMP):
         self._rest = data[offset:]
         self._box, self._key = box, key
 
+    def flush(self):
+        """
+        Send at once what this reactor turn queued so far on this
+        connection, instead of at the end of the turn: for a message that
+        the rest of the turn should not hold back (a vote, whose answer
+        is waited for, before the other messages of the commit).
+        """
+        if self._outgoing:
+            self._flush()
+
     def _flush(self):
         if not self._outgoing:
             return

@@ -542,6 +542,21 @@ class CoalescedWriteTests(SynchronousTestCase):
         self.reactor.advance(0)
         self.assertEqual(len(self.socket.sent), 1)
 
+    def test_flushSendsNow(self):
+        """flush() sends what the turn queued so far at once; what comes
+        after goes at the end of the turn, in a send of its own."""
+        proto = self.connect()
+        proto.notify(c.Ping)
+        proto.flush()
+        self.assertEqual(len(self.socket.sent), 1)
+        proto.notify(c.AskClusterState)
+        self.assertEqual(len(self.socket.sent), 1)
+        self.reactor.advance(0)
+        self.assertEqual(len(self.socket.sent), 2)
+        self.assertIn(b"AskClusterState", self.socket.sent[1])
+        proto.flush()  # nothing queued: nothing sent
+        self.assertEqual(len(self.socket.sent), 2)
+
     def test_closeFlushes(self):
         """Closing sends what this turn queued first."""
         proto = self.connect()

@@ -454,6 +454,26 @@ class CommitPathTests(ClusterStorageTestBase):
         self.assertEqual([t.ttid for t in self._cluster.master.transactions],
                          [u64(spare)])
 
+    def test_voteOnItsWayBeforeTheReservation(self):
+        """The vote leaves for the node before the client asks the master
+        for the TID: it does not wait for the rest of the reactor turn."""
+        from neo.protocols import commands as c
+        storage = self._storage
+        app = storage._app
+        self.oid, self.serial = storage.new_oid(), None
+        self.commit(b"1")
+        node = app._storages[self._cluster.storages[0].nid]
+        master = app.master
+        queued, ask = [], master.ask
+
+        def recording(command, **kwargs):
+            if command is c.ReserveTransaction:
+                queued.append(list(node._outgoing or ()))
+            return ask(command, **kwargs)
+        master.ask = recording
+        self.commit(b"2")
+        self.assertEqual(queued, [[]])
+
     def test_imposedTidGivesTheSpareBack(self):
         """A begin with an imposed TID gives the transaction begun ahead
         back to the master, and commits under that TID."""
