@@ -707,6 +707,30 @@ class SerializeTests(SynchronousTestCase):
         receiver.dataReceived(serialize(amp.AmpBox(box)))
         self.assertEqual(recorder.boxes, [box])
 
+    def test_keysRemembered(self):
+        """A key's wire form is worked out once, and the same boxes come
+        out of it the next times; a box is still checked whole (a key
+        known already with a value too long is refused)."""
+        from neo.protocols import base
+        box = amp.AmpBox({b"_command": b"Ping", b"seen-once": b"x"})
+        first = base.serialize(box)
+        self.assertIn(b"seen-once", base._KEYS)
+        self.assertEqual(base.serialize(box), first)
+        self.assertEqual(first, box.serialize())
+        with self.assertRaises(amp.TooLong):
+            base.serialize({b"seen-once": b"v" * 65536})
+
+    def test_keysKeptBounded(self):
+        """However many different keys are sent, only so many are kept."""
+        from neo.protocols import base
+        self.patch(base, "_KEYS", {})
+        self.patch(base, "_KEYS_KEPT", 3)
+        for i in range(10):
+            key = b"k%d" % i
+            self.assertEqual(base.serialize({key: b"v"}),
+                             amp.AmpBox({key: b"v"}).serialize())
+        self.assertEqual(len(base._KEYS), 3)
+
     def test_refused(self):
         """What AMP refuses to send is refused the same way."""
         from neo.protocols.base import serialize
