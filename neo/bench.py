@@ -448,26 +448,42 @@ def runLarge(target, db, size, key):
 
 
 class Results:
-    """Samples per (target, workload); summaries for the table and JSON."""
+    """
+    Samples per (target, workload); summaries for the table and JSON.  A
+    repetition may bring latencies (the summary's percentiles are over
+    those of every repetition) and counts (the summary gives their
+    median, and each repetition's).
+    """
 
     def __init__(self):
         self.samples = {}
-        self.extra = {}
+        self.latencies = {}
+        self.counts = {}
 
-    def add(self, target, workload, value, **extra):
+    def add(self, target, workload, value, latencies=(), **counts):
         self.samples.setdefault(target, {}).setdefault(workload, []).append(
             value)
-        if extra:
-            self.extra.setdefault(target, {}).setdefault(workload, {}).update(
-                extra)
+        self.latencies.setdefault(target, {}).setdefault(
+            workload, []).extend(latencies)
+        for name, count in counts.items():
+            self.counts.setdefault(target, {}).setdefault(
+                workload, {}).setdefault(name, []).append(count)
 
     def summary(self, target, workload):
         values = self.samples.get(target, {}).get(workload)
         if not values:
             return None
-        return {"median": statistics.median(values), "min": min(values),
-                "max": max(values), "samples": values,
-                **self.extra.get(target, {}).get(workload, {})}
+        summary = {"median": statistics.median(values), "min": min(values),
+                   "max": max(values), "samples": values}
+        latencies = self.latencies[target][workload]
+        if latencies:
+            summary["p50_ms"] = 1000 * _percentile(latencies, .5)
+            summary["p99_ms"] = 1000 * _percentile(latencies, .99)
+        for name, counts in self.counts.get(target, {}).get(
+                workload, {}).items():
+            summary[name] = statistics.median_low(counts)
+            summary[f"{name}_samples"] = counts
+        return summary
 
 
 def runRepetition(target, options, results, progress, rep):
@@ -504,9 +520,7 @@ def runRepetition(target, options, results, progress, rep):
         if selected("small"):
             progress(name, "small", rep)
             rate, latencies = runSmall(db, t, key)
-            results.add(name, "small", rate,
-                        p50_ms=1000 * _percentile(latencies, .5),
-                        p99_ms=1000 * _percentile(latencies, .99))
+            results.add(name, "small", rate, latencies)
             yield
         shared = target.shared
         if shared and rep == 0 and (
@@ -532,7 +546,7 @@ def runRepetition(target, options, results, progress, rep):
                 elapsed, conflicts = runProcesses(
                     target, "conflicts", lambda i: (each,), c)
                 results.add(name, "conflicts", c * each / elapsed,
-                            conflict_errors=conflicts, clients=c)
+                            conflict_errors=conflicts)
             yield
         for size in options.large if selected("large") else ():
             progress(name, f"large {size >> 20} MiB", rep)

@@ -65,6 +65,28 @@ class BenchSmokeTests(unittest.TestCase):
             runTurns([repetition("a", 3, failAt=1), repetition("b", 3)])
         self.assertEqual(sorted(closed), ["a", "b"])
 
+    def test_summaryOverRepetitions(self):
+        """A summary's latency percentiles are over every repetition's
+        latencies, and a count is the median of the repetitions' (each
+        kept), not the last one's."""
+        from neo.bench import Results
+        results = Results()
+        results.add("neo", "small", 100.0, [0.001] * 60)
+        results.add("neo", "small", 300.0, [0.002] * 30 + [0.050] * 10)
+        results.add("neo", "small", 200.0, [])
+        s = results.summary("neo", "small")
+        self.assertEqual((s["median"], s["min"], s["max"]),
+                         (200.0, 100.0, 300.0))
+        self.assertEqual(s["p50_ms"], 1.0)
+        self.assertEqual(s["p99_ms"], 50.0)
+        for count in (7, 3, 5):
+            results.add("neo", "conflicts", 10.0, conflict_errors=count)
+        s = results.summary("neo", "conflicts")
+        self.assertEqual(s["conflict_errors"], 5)
+        self.assertEqual(s["conflict_errors_samples"], [7, 3, 5])
+        self.assertNotIn("p50_ms", s)
+        self.assertIsNone(results.summary("zeo", "small"))
+
     def test_badMySQLOption(self):
         """A --mysql value of the wrong shape is refused before anything
         starts, saying what shape it takes."""
