@@ -463,6 +463,19 @@ class ClientApp(ClusterView):
         txn.beginWaiters = []
         txn.begun = True
         txn.imposed = tid is not None
+        spare = self._spare
+        if tid is None and spare is not None and spare[1].called \
+                and spare[0] is self.master:
+            # Begun ahead, and here: taken over at once.
+            self._spare = None
+            ttid = []
+            spare[1].addBoth(ttid.append)
+            if ttid and ttid[0] is not None:
+                try:
+                    self._begun(txn, spare[0], ttid[0])
+                except Exception:
+                    self._beginFailed(Failure(), txn)
+                return
         self._begin(txn, tid).addErrback(self._beginFailed, txn)
 
     @defer.inlineCallbacks
@@ -482,6 +495,9 @@ class ClientApp(ClusterView):
         if ttid is None:
             master = yield self.connected()
             ttid = (yield master.ask(c.AskBeginTransaction, tid=tid))["ttid"]
+        self._begun(txn, master, ttid)
+
+    def _begun(self, txn, master, ttid):
         txn.ttid = ttid
         txn.master = master
         if txn.aborted:
@@ -746,7 +762,8 @@ class ClientApp(ClusterView):
         L{waitStores}) without voting: the caller resolves them, stores
         again and calls again.
         """
-        yield self.whenBegun(txn)
+        if txn.ttid is None:
+            yield self.whenBegun(txn)
         running = self._running()
         txn.metaPartition = self._metaPartition(txn)
         metaNids = self.pt.writable(txn.metaPartition, running)
@@ -778,7 +795,9 @@ class ClientApp(ClusterView):
             # honoured until the vote is answered: the node votes only once
             # every store and relock is settled, and did not conflict.
             nid, = nids
-            proto = yield self.getStorage(nid)
+            proto = self._storages.get(nid)
+            if proto is None:
+                proto = yield self.getStorage(nid)
             if txn.protos.setdefault(nid, proto) is not proto:
                 raise ClusterError(f"the connection to {formatNid(nid)} was"
                                    " lost during the transaction")

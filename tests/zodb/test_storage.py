@@ -59,6 +59,8 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
                     asked.append(command.__name__) or ask(command, **kwargs))
                 proto.recorded = True
             return proto
+        for proto in list(app._storages.values()):
+            recording(proto)
         app.getStorage = lambda nid: getStorage(nid).addCallback(recording)
         return asked
 
