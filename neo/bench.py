@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import transaction
 from BTrees.Length import Length
@@ -774,6 +775,9 @@ def parseArgs(argv):
 
 def main(argv=None):
     options = parseArgs(sys.argv[1:] if argv is None else argv)
+    # The large records are meant: ZODB need not advise blobs for them.
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            message=r"The <class 'neo\.bench\.Blob'>")
     targets = [NEOTarget(options)]
     for name in filter(None, options.compare.split(",")):
         name = name.strip()
