@@ -165,6 +165,11 @@ class ClientApp(ClusterView):
         #: Commits left to vote in two steps on several nodes, since one
         #: met a conflict (L{_pipelined}).
         self._contended = 0
+        #: Commits left to finish through the master without asking it for
+        #: a TID, since it refused the last one asked, and how many the
+        #: next refusal leaves (L{_reserved}).
+        self._skipReservations = 0
+        self._refusals = 0
         self._link = MasterLinkService(self, reactor, masters)
 
     @property
@@ -576,6 +581,10 @@ class ClientApp(ClusterView):
     #: without reserving their TID (L{_reserve}).
     CONTENDED_COMMITS = 16
 
+    #: Commits at most that ask for no TID after a refused reservation
+    #: (L{_reserved}).
+    REFUSED_COMMITS = 16
+
     def _untilBegun(self, txn, operation) -> bool:
         """
         Begin the transaction if nobody did yet.  While its temporary TID
@@ -885,6 +894,12 @@ class ClientApp(ClusterView):
             # their invalidations, which retries need.
             self._contended -= 1
             return
+        if self._skipReservations:
+            # Other commits were being finished when the master refused the
+            # last reservation: asking again likely costs two messages for
+            # nothing (the commit then finishes through the master).
+            self._skipReservations -= 1
+            return
         txn.reservedOn = set(nids)
         d = txn.reservation = master.ask(
             c.ReserveTransaction, ttid=txn.ttid, oids=oids,
@@ -897,6 +912,13 @@ class ClientApp(ClusterView):
     def _reserved(self, answer, txn, master, d):
         if txn.reservation is d:
             txn.reservedTid = answer["tid"]
+        if answer["tid"] is None:
+            # While refusals go on, the next 1, 2, 4... commits ask for none.
+            self._refusals = min(2 * self._refusals or 1,
+                                 self.REFUSED_COMMITS)
+            self._skipReservations = self._refusals
+        else:
+            self._refusals = 0
         self._keepSpare(answer["nextTtid"], master)
         return answer
 

@@ -476,6 +476,40 @@ class CommitPathTests(ClusterStorageTestBase):
         self.commit(b"2")
         self.assertEqual(queued, [[]])
 
+    def test_refusedReservationsAskedLessOften(self):
+        """While the master refuses reservations (other commits being
+        finished), a client asks for one at every 2nd, 3rd, 5th... commit,
+        up to every 17th, and finishes through the master; once one is
+        granted, every commit asks again."""
+        master = self._cluster.master
+        reserve = master.reserve
+
+        def refusing(entry, ttid, oids, checked, voted, beginNext=False,
+                     metaPartition=None):
+            # The master's answer when its queue is not empty.
+            answer = {"tid": None}
+            return master._beginNext(answer, entry) if beginNext else answer
+        self.oid, self.serial = self._storage.new_oid(), None
+        self.commit(b"0")
+        asked = self.recordMasterCommands()
+        reserving = []
+        master.reserve = refusing
+        for i in range(6):
+            del asked[:]
+            self.commit(b"%d" % i)
+            self.assertIn("AskFinishTransaction", asked)
+            reserving.append("ReserveTransaction" in asked)
+        self.assertEqual(reserving, [True, False, True, False, False, True])
+        master.reserve = reserve
+        del reserving[:]
+        for i in range(7):
+            del asked[:]
+            self.commit(b"%d" % i)
+            reserving.append("ReserveTransaction" in asked)
+        self.assertEqual(reserving, [False] * 4 + [True] * 3)
+        self.assertEqual(asked, ["ReserveTransaction"])
+        self.assertEqual(self._storage.load(self.oid), (b"6", self.serial))
+
     def test_imposedTidGivesTheSpareBack(self):
         """A begin with an imposed TID gives the transaction begun ahead
         back to the master, and commits under that TID."""
