@@ -773,6 +773,15 @@ def parseArgs(argv):
     return options
 
 
+def describeNEO(options) -> str:
+    """The NEO cluster measured, as the table's header says it."""
+    if options.master_nodes:
+        return (f"the running cluster {options.name!r} of master(s)"
+                f" {options.master_nodes}")
+    return (f"{options.storages} storage(s) on {options.adapter},"
+            f" {options.replicas} replica(s)")
+
+
 def main(argv=None):
     options = parseArgs(sys.argv[1:] if argv is None else argv)
     # The large records are meant: ZODB need not advise blobs for them.
@@ -838,11 +847,11 @@ def main(argv=None):
            "results": {t.name: {key: results.summary(t.name, key)
                                 for key, _, _ in rows(options)}
                        for t in targets},
+           "neo": describeNEO(options),
            "fill": report}
     if options.objects_count < 100000:
         print(f"N={options.objects_count} T={options.transactions}"
-              f" repeat={options.repeat}; NEO: {options.storages} storage(s)"
-              f" on {options.adapter}, {options.replicas} replica(s)")
+              f" repeat={options.repeat}; NEO: {describeNEO(options)}")
         print(formatTable(results, options, targets))
     path = options.json or time.strftime("bench-%Y%m%d-%H%M%S.json")
     with open(path, "w") as f:

@@ -87,6 +87,17 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertNotIn("p50_ms", s)
         self.assertIsNone(results.summary("zeo", "small"))
 
+    def test_describeNEO(self):
+        """The header names the cluster measured: the one started here, or
+        the running one given (not the options of a cluster not started)."""
+        from neo.bench import describeNEO, parseArgs
+        self.assertEqual(describeNEO(parseArgs(["--storages", "2"])),
+                         "2 storage(s) on SQLite, 0 replica(s)")
+        self.assertEqual(
+            describeNEO(parseArgs(["--masters", "127.0.0.1:10000",
+                                   "--name", "demo"])),
+            "the running cluster 'demo' of master(s) 127.0.0.1:10000")
+
     def test_badMySQLOption(self):
         """A --mysql value of the wrong shape is refused before anything
         starts, saying what shape it takes."""
