@@ -706,7 +706,10 @@ def parseArgs(argv):
     parser.add_argument("--masters", default="1",
                         help="a number of masters for the cluster started"
                         " here (1), or the HOST:PORT addresses of a running"
-                        " cluster's masters (with --name)")
+                        " cluster's masters (with --name); the workloads"
+                        " write their objects in its root (keys bench*,"
+                        " large*, length, counter): give a cluster for"
+                        " testing")
     parser.add_argument("--name", help="cluster name of a running cluster")
     parser.add_argument("--objects", type=int, default=1000, dest="objects_count",
                         help="N, objects per workload (>= 100000: the memory"
