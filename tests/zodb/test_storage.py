@@ -1312,10 +1312,10 @@ class ParticipantTests(ClusterStorageTestBase):
             held.append(defer.Deferred()) or held[-1]
             if command is c.FinishTransaction else ask(command, **kwargs))
         self.finishFailingAside(t)
-        tid = txn.reservedTid
-        self.assertIsNotNone(tid)
         self._cluster.bridge.call(self._cluster._waitFor,
                                   lambda: txn.finishSent)
+        tid = txn.reservedTid
+        self.assertIsNotNone(tid)
         storage.close()
         # The finish never sent fails, as on a lost connection.
         self._cluster.bridge.call(lambda: [
