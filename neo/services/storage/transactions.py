@@ -550,10 +550,10 @@ class TransactionManager:
             txn.tid = tid
             for oid in txn.stores:
                 self._readLocks[oid] = txn
-            # The database step first: its thread wakes up meanwhile.
+            self._publish(txn)
             if final:
-                d = self.unlock(ttid, commit=True)
-            elif txn.inMemory is None:
+                return self.unlock(ttid, commit=True)
+            if txn.inMemory is None:
                 d = self._db.lockTransaction(u64(ttid), u64(tid))
             else:
                 # Not expected (such a vote is for a sole participant), but
@@ -561,9 +561,6 @@ class TransactionManager:
                 partition, metadata = txn.inMemory
                 d = self._db.voteAndLock(u64(ttid), u64(tid), partition,
                                          metadata, _objects(txn))
-            self._publish(txn)
-            if final:
-                return d
         except Exception:
             return defer.fail()
 
