@@ -12,7 +12,9 @@ class StorageConfig:
     database: str = None
     reset: bool = False
     addressFile: str = None
-    resolveConflicts: bool = True
+    #: Off by default: with it, a resolved update was seen lost under
+    #: contention on two storage nodes (README, known issue).
+    resolveConflicts: bool = False
 
     @classmethod
     def fromOptions(cls, options) -> "StorageConfig":
@@ -20,4 +22,5 @@ class StorageConfig:
                    bind=options["bind"], adapter=options["adapter"],
                    database=options["database"], reset=bool(options["reset"]),
                    addressFile=options["address-file"],
-                   resolveConflicts=not options["no-node-resolution"])
+                   resolveConflicts=bool(options["node-resolution"])
+                   and not options["no-node-resolution"])

@@ -21,10 +21,13 @@ class Options(NodeOptions):
          " user may)."],
     ]
     optFlags = [["reset", None, "Wipe this node's data before starting."],
+                ["node-resolution", None, "Resolve small conflicting stores"
+                 " here, importing the classes their records name, as"
+                 " ZODB's conflict resolution does, instead of leaving them"
+                 " to the clients (off by default: a resolved update was"
+                 " seen lost under contention on two storage nodes)."],
                 ["no-node-resolution", None, "Leave the resolution of"
-                 " conflicting stores to the clients (by default the node"
-                 " resolves small ones itself, importing the classes their"
-                 " records name, as ZODB's conflict resolution does)."]]
+                 " conflicting stores to the clients (the default)."]]
     nodeDefaults = dict(NodeOptions.nodeDefaults, adapter="SQLite")
     required = ("cluster", "database")
 
