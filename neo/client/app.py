@@ -638,9 +638,7 @@ class ClientApp(ClusterView):
         if items:
             self._contend(txn)
         for i in range(0, len(items), 2):
-            oid, serial = items[i], items[i + 1]
-            if serial > txn.conflicts.get(oid, ZERO_TID):
-                txn.conflicts[oid] = serial
+            self._conflict(txn, items[i], items[i + 1], txn.conflicts)
         if answer["committed"]:
             for oid, serial, compression, data in c.unpackRecords(
                     answer["committed"]):
@@ -718,8 +716,20 @@ class ClientApp(ClusterView):
         conflict = answer["conflict"]
         if conflict is not None:
             self._contend(txn)
-            if conflict > conflicts.get(oid, ZERO_TID):
-                conflicts[oid] = conflict
+            self._conflict(txn, oid, conflict, conflicts)
+
+    @staticmethod
+    def _conflict(txn, oid, serial, conflicts):
+        """
+        A store (or check) of C{oid} conflicts with the commit of
+        C{serial}: the node kept nothing of it.  What the node may have
+        resolved before (before a relock, say) is not what will be
+        committed any more: the client resolves it anew, against that
+        commit, and caches what it stores then.
+        """
+        txn.resolvedByNodes.pop(oid, None)
+        if serial > conflicts.get(oid, ZERO_TID):
+            conflicts[oid] = serial
 
     def _contend(self, txn):
         """A transaction met a conflict: it and the next commits

@@ -373,6 +373,20 @@ class LockOrderTests(TransactionManagerTestCase):
                                           soft=True))
         self.assertEqual([c[0] for c in self.db.callsOf("vote")], [2, 2])
 
+    def test_withdrawnVoteAborted(self):
+        """The abort of a transaction whose soft vote a relock withdrew
+        drops what that vote wrote."""
+        older, younger = self.begin(T1), self.begin(T2)
+        self.successResultOf(self.store(younger, A))
+        self.successResultOf(self.tm.vote(younger, PARTITION, None,
+                                          soft=True))
+        self.store(older, A)
+        relocking = self.tm.relock(younger, A)
+        self.assertFalse(younger.voted)
+        self.successResultOf(self.tm.abort(T2))
+        self.assertEqual(self.db.callsOf("abortTransaction"), [(2,)])
+        self.failureResultOf(relocking, TransactionNotFound)
+
     def test_relockKeepsFirmVote(self):
         """A relock after a vote that is not soft changes nothing."""
         older, younger = self.begin(T1), self.begin(T2)
@@ -573,6 +587,24 @@ class NodeResolutionTests(TransactionManagerTestCase):
         self.assertEqual(self.value(resolved, compression), 4)
         self.assertEqual(self.db.callsOf("load"), [])
         self.assertNoResult(self.store(self.begin(p64(4)), A, S7))
+
+    def test_resolvedThenRelockedConflicts(self):
+        """A resolved store whose lock is given back to an older
+        transaction, which commits the object, conflicts with that
+        commit, and is not reported resolved any more: nothing of it is
+        kept."""
+        self.commitCounter(T1, 6, S5, 1)
+        self.commitCounter(p64(4), 7, p64(6), 3)  # +2
+        older, younger = self.begin(T2), self.begin(T3)
+        self.assertIsNone(self.successResultOf(self.tm.store(
+            younger, PARTITION, A, p64(6), 0, self.counter(2))))
+        self.assertEqual(younger.resolved, {A})
+        d = self.tm.store(older, PARTITION, A, S7, 0, self.counter(4))
+        relocking = self.tm.relock(younger, A)
+        self.assertIsNone(self.successResultOf(d))
+        self.commit(older, 8)
+        self.assertEqual(self.successResultOf(relocking), p64(8))
+        self.assertEqual((younger.resolved, younger.stores), (set(), {}))
 
     def test_resolvedFromDatabase(self):
         """A store based on an older revision reads it from the

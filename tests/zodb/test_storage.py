@@ -82,6 +82,17 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
         except Exception as e:
             return e
 
+    def begunInOrder(self, count):
+        """C{count} transactions of C{self._storage}, begun (given their
+        ttids) in this order."""
+        from ZODB.Connection import TransactionMetaData
+        storage = self._storage
+        transactions = [TransactionMetaData() for _ in range(count)]
+        for t in transactions:
+            storage.tpc_begin(t)
+            storage._call(storage._app.whenBegun, storage._txns[t])
+        return transactions
+
     def onTwoNodes(self):
         """Two oids whose partitions are on different storage nodes."""
         from ZODB.utils import p64
@@ -1082,6 +1093,49 @@ class NodeResolutionTests(ClusterStorageTestBase):
         other.sync()  # as a new transaction does
         self.assertEqual(zodb_unpickle(other.load(oid)[0])._value, 4)
 
+    def test_resolvedThenRelocked(self):
+        """
+        A store that the node resolved, whose lock the transaction then
+        gives back to an older one (relock) that commits the object again,
+        conflicts anew: the client resolves it itself, against that
+        commit, and what it commits is what it caches, not the state the
+        node resolved before.  (Caching the latter made this client's next
+        commit of the object, based on it, lose an update.)
+        """
+        from ZODB.tests.StorageTestBase import zodb_unpickle
+        from ZODB.utils import z64
+        storage, other = self._storage, self._new_storage_client()
+        oid = storage.new_oid()
+        first, _ = commitCounter(storage, oid, z64, 1)
+        second, _ = commitCounter(other, oid, first, 3)  # +2
+        older, younger = self.begunInOrder(2)
+
+        def answered(t):
+            txn = storage._txns[t]
+            storage._flush(txn)
+            return storage._call(storage._app.waitStores, txn)
+
+        # +1, based on the first: resolved by the node (4).
+        storage.store(oid, first, counterRecord(2), "", younger)
+        self.assertEqual(answered(younger), ({}, {}))
+        self.assertIn(oid, storage._txns[younger].resolvedByNodes)
+        # +1, based on the second: waits for the younger's lock, which is
+        # given back.
+        storage.store(oid, second, counterRecord(4), "", older)
+        self.assertEqual(answered(older), ({}, {}))
+        storage.tpc_vote(older)
+        third = storage.tpc_finish(older)
+        # The younger conflicts with it now: resolved here, 4 + 1.
+        storage.tpc_vote(younger)
+        tid = storage.tpc_finish(younger)
+        self.assertGreater(tid, third)
+        loads = countLoads(storage)
+        data, serial = storage.load(oid)
+        self.assertEqual((zodb_unpickle(data)._value, serial), (5, tid))
+        self.assertEqual(loads, [])  # the cache had it
+        other.sync()
+        self.assertEqual(zodb_unpickle(other.load(oid)[0])._value, 5)
+
     def test_unresolvableGivenUp(self):
         """
         A class without conflict resolution is a conflict that the node
@@ -1572,17 +1626,6 @@ class ReconnectionTests(ClusterStorageTestBase):
 
 class DeadlockTests(ClusterStorageTestBase):
     """Locks taken in opposite orders on two storage nodes."""
-
-    def begunInOrder(self, count):
-        """C{count} transactions of C{self._storage}, begun (given their
-        ttids) in this order."""
-        from ZODB.Connection import TransactionMetaData
-        storage = self._storage
-        transactions = [TransactionMetaData() for _ in range(count)]
-        for t in transactions:
-            storage.tpc_begin(t)
-            storage._call(storage._app.whenBegun, storage._txns[t])
-        return transactions
 
     def test_crossedLocksResolve(self):
         """

@@ -59,6 +59,11 @@ class StorageTransaction:
         #: One of them answered a conflict since the last vote attempt.
         self.conflicted = False
         self.voted = False
+        #: A durable vote of it was written (or is being written): its
+        #: rows stay in the database, even once a relock withdraws the
+        #: vote, until the next vote replaces them or the abort drops
+        #: them.
+        self.written = False
         #: Voted while its client may still wait for locks elsewhere (a
         #: pipelined vote with other participants): older transactions that
         #: wait for it still tell its client.
@@ -439,6 +444,8 @@ class TransactionManager:
         if conflict is not None:
             txn.stores.pop(oid, None)
             txn.checked.pop(oid, None)
+            # What it resolved is dropped: not to be reported as such.
+            txn.resolved.discard(oid)
         return conflict
 
     def vote(self, txn, partition, metadata, durable=True, soft=False):
@@ -462,6 +469,7 @@ class TransactionManager:
         except Exception:
             return defer.fail()
         try:
+            txn.written = True
             d = self._db.vote(u64(txn.ttid), partition, metadata,
                               _objects(txn))
         except Exception:
@@ -686,7 +694,7 @@ class TransactionManager:
         del self._txns[ttid]
         self._releaseAll(txn)
         self._stopWaiting(txn)
-        if txn.voted and txn.inMemory is None:
+        if txn.written:
             return self._db.abortTransaction(u64(ttid))
         return defer.succeed(None)
 
