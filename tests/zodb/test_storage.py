@@ -109,8 +109,11 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
         returns the function that lets them run."""
         from twisted.internet import defer
         from neo.services.storage import database
+        import threading
         held = set(functions or [database._commitVoted])
         gates = []
+        holding = threading.Event()
+        holding.released = False
         nodes = self._cluster.storages if nodes is None else nodes
         for node in nodes:
             def run(function, *args, run=node.db._run):
@@ -120,14 +123,21 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
                     return run(function, *args)
                 gate = defer.Deferred()
                 gates.append(gate)
+                holding.set()
                 return gate.addCallback(lambda _: run(function, *args))
             node.db._run = run
 
         def release():
-            for node in nodes:
-                del node.db._run
+            """Let them run (once: it may be a cleanup as well)."""
+            if not holding.released:
+                holding.released = True
+                for node in nodes:
+                    del node.db._run
             self._cluster.bridge.call(
-                lambda: [gate.callback(None) for gate in gates])
+                lambda: [gate.callback(None) for gate in gates
+                         if not gate.called])
+        #: Set once a step is held.
+        release.holding = holding
         return release
 
     @staticmethod
@@ -1774,6 +1784,65 @@ class DeadlockTests(ClusterStorageTestBase):
         with self.assertRaises(TransactionNotFound):
             storage._bridge.call(node.txns.get, ttid)
         storage.tpc_abort(holder)
+
+    def test_resolvedThenRelockedDuringVote(self):
+        """
+        A node resolves a store that goes with a vote on two nodes; while
+        that vote is being written, an older transaction takes the lock
+        back (relock) and commits the object: the relock's conflict
+        reaches the client before the vote's answer, which must not tell
+        of the store as resolved then.  The client resolves it itself,
+        and caches what it commits.
+        """
+        import threading
+        from ZODB.tests.StorageTestBase import zodb_unpickle
+        from ZODB.utils import z64
+        from neo.services.storage import database
+        storage, other = self._storage, self._new_storage_client()
+        app = storage._app
+        x, y = self.onTwoNodes()
+        first, _ = commitCounter(storage, x, z64, 1)
+        second, _ = commitCounter(other, x, first, 3)  # +2
+        node, = [n for n in self._cluster.storages
+                 if n.nid in app.pt.readable(app.pt.partitionOf(x))]
+        release = self.holdCommitSteps(database._vote, nodes=[node])
+        self.addCleanup(release)
+        conflicted = threading.Event()
+        conflict = app._conflict
+
+        def seen(txn, oid, serial, conflicts):
+            conflict(txn, oid, serial, conflicts)
+            if oid == x:
+                conflicted.set()
+        app._conflict = seen
+        older, younger = self.begunInOrder(2)
+        # +1, based on the first, resolved by the node (4), with a store
+        # on the other node: both go with their votes.
+        storage.store(x, first, counterRecord(2), "", younger)
+        storage.store(y, z64, b"y", "", younger)
+        voting = threading.Thread(target=storage.tpc_vote, args=(younger,))
+        voting.start()
+        self.addCleanup(voting.join, 30)
+        self.assertTrue(release.holding.wait(10))
+        # +1, based on the second: the younger gives its lock back.
+        storage.store(x, second, counterRecord(4), "", older)
+        txn = storage._txns[older]
+        storage._flush(txn)
+        self.assertEqual(storage._call(app.waitStores, txn), ({}, {}))
+        storage.tpc_vote(older)
+        finished, finisher = self.finishAside(storage, older)
+        self.assertTrue(conflicted.wait(10))
+        release()
+        finisher.join(30)
+        voting.join(30)
+        self.assertFalse(voting.is_alive())
+        tid = storage.tpc_finish(younger)
+        self.assertGreater(tid, finished[0])
+        # Resolved here against the older's commit (4): 4 + 1.
+        data, serial = storage.load(x)
+        self.assertEqual((zodb_unpickle(data)._value, serial), (5, tid))
+        other.sync()
+        self.assertEqual(zodb_unpickle(other.load(x)[0])._value, 5)
 
 
 onMySQL = mysql.onMySQL

@@ -408,13 +408,29 @@ class ClientHandler(amp.CommandLocator):
         Store a batch; returns the answer, or a Deferred of it when some
         stores wait (for a lock, or a serial from the database).
         """
+        outcome = self._storeBatch(txn, records)
+        if isinstance(outcome, defer.Deferred):
+            return outcome.addCallback(lambda o: self._stored(txn, *o))
+        return self._stored(txn, *outcome)
+
+    def _storeBatch(self, txn, records):
+        """
+        Store a batch; returns C{(records, waiting, results)} (see
+        L{TransactionManager.storeBatch}), or a Deferred of it, failed if
+        a store failed: L{_stored} makes the answer of it.
+        """
         records = c.unpackRecords(records)
         waiting, d = self.node.txns.storeBatch(txn, records,
                                                self.node.partitionOf)
         if d is None:
-            return self._stored(txn, records, (), ())
-        return d.addCallback(
-            lambda results: self._stored(txn, records, waiting, results))
+            return records, (), ()
+
+        def done(results):
+            for ok, result in results:
+                if not ok:
+                    result.raiseException()
+            return records, waiting, results
+        return d.addCallback(done)
 
     def _stored(self, txn, records, waiting, results):
         txns = self.node.txns
@@ -484,7 +500,7 @@ class ClientHandler(amp.CommandLocator):
         if oids is not None:
             metadata = (user or b"", description or b"", extension or b"",
                         b"".join(oids))
-        stored = {} if records is None else self._storeRecords(txn, records)
+        stored = None if records is None else self._storeBatch(txn, records)
         if not pipelined or shared or isinstance(stored, defer.Deferred) \
                 or txn.pending:
             return self._vote(txn, partition, metadata, pipelined, shared,
@@ -492,26 +508,33 @@ class ClientHandler(amp.CommandLocator):
         # The usual vote of a transaction on this node only, answered at
         # once: its stores took their locks without waiting, and the vote
         # stays in memory until the lock, which commits it at once.
+        answer = {} if stored is None else self._stored(txn, *stored)
         if txns.settled(txn):
-            return dict(stored, voted=False)
+            return dict(answer, voted=False)
         txns.voteInMemory(txn, partition, metadata)
-        return dict(stored, voted=True, released=txn.released)
+        return dict(answer, voted=True, released=txn.released)
 
     @defer.inlineCallbacks
     def _vote(self, txn, partition, metadata, pipelined, shared, stored):
         txns = self.node.txns
         stored = yield stored
         conflicted = yield txns.settle(txn)
+        if not (pipelined and conflicted):
+            # A pipelined vote of a transaction on this node only becomes
+            # durable with the lock, which commits it at once.  Shared, it
+            # may still wait for locks elsewhere: it is soft
+            # (L{TransactionManager.vote}).
+            yield txns.vote(txn, partition, metadata,
+                            durable=shared or not pipelined,
+                            soft=pipelined and shared)
+        # What the stores resolved is told as of now, not as of their
+        # end: a relock answered meanwhile may have dropped a resolved
+        # store (a conflict), and its client must not hear of it as
+        # resolved after that conflict.
+        answer = {} if stored is None else self._stored(txn, *stored)
         if pipelined and conflicted:
-            return dict(stored, voted=False)
-        # A pipelined vote of a transaction on this node only becomes
-        # durable with the lock, which commits it at once.  Shared, it may
-        # still wait for locks elsewhere: it is soft (L{TransactionManager
-        # .vote}).
-        yield txns.vote(txn, partition, metadata,
-                        durable=shared or not pipelined,
-                        soft=pipelined and shared)
-        return dict(stored, voted=True, released=txn.released)
+            return dict(answer, voted=False)
+        return dict(answer, voted=True, released=txn.released)
 
     @c.AbortTransaction.responder
     def abortTransaction(self, ttid, finishing=False, keep=False):
