@@ -86,10 +86,7 @@ class InProcessCluster:
         node = StorageNode(
             StorageConfig(cluster=self.name, masters=self.masters,
                           bind=("127.0.0.1", 0), adapter=self.adapter,
-                          database=self.database(i), reset=reset,
-                          # What the tests of node-side resolution need
-                          # (off by default: README, known issue).
-                          resolveConflicts=True),
+                          database=self.database(i), reset=reset),
             reactor, self._fatal)
         node.setServiceParent(self.root)
         if i < len(self.storages):

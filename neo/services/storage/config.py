@@ -12,9 +12,9 @@ class StorageConfig:
     database: str = None
     reset: bool = False
     addressFile: str = None
-    #: Off by default: with it, a resolved update was seen lost under
-    #: contention on two storage nodes (README, known issue).
-    resolveConflicts: bool = False
+    #: Resolve conflicting stores on the node when it can
+    #: (L{neo.services.storage.resolution}).
+    resolveConflicts: bool = True
 
     @classmethod
     def fromOptions(cls, options) -> "StorageConfig":
@@ -22,5 +22,4 @@ class StorageConfig:
                    bind=options["bind"], adapter=options["adapter"],
                    database=options["database"], reset=bool(options["reset"]),
                    addressFile=options["address-file"],
-                   resolveConflicts=bool(options["node-resolution"])
-                   and not options["no-node-resolution"])
+                   resolveConflicts=not options["no-node-resolution"])

@@ -22,12 +22,12 @@ class Options(NodeOptions):
     ]
     optFlags = [["reset", None, "Wipe this node's data before starting."],
                 ["node-resolution", None, "Resolve small conflicting stores"
-                 " here, importing the classes their records name, as"
-                 " ZODB's conflict resolution does, instead of leaving them"
-                 " to the clients (off by default: a resolved update was"
-                 " seen lost under contention on two storage nodes)."],
+                 " here when possible, importing the classes their records"
+                 " name, as ZODB's conflict resolution does, which saves"
+                 " the client a round trip (the default)."],
                 ["no-node-resolution", None, "Leave the resolution of"
-                 " conflicting stores to the clients (the default)."]]
+                 " conflicting stores to the clients (for classes whose"
+                 " resolution must not run on storage nodes)."]]
     nodeDefaults = dict(NodeOptions.nodeDefaults, adapter="SQLite")
     required = ("cluster", "database")
 
