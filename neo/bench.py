@@ -407,6 +407,32 @@ def _increments(db, t):
     return conflicts
 
 
+def _counts(db):
+    """The shared Length's and plain counter's values, as committed."""
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        tm.begin()  # the latest state, whatever this connection cached
+        root = conn.root()
+        return root["length"].value, root["counter"].value
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def _checkCounts(name, before, after, increments, plain):
+    """
+    The conflicts workload checks what it measures: every commit of its
+    clients is in the database (a lost update fails the benchmark).
+    """
+    expected = (before[0] + increments, before[1] + plain)
+    if after != expected:
+        raise RuntimeError(
+            f"{name}: updates were lost under contention: the Length and"
+            f" the counter are {after[0]} and {after[1]}, not"
+            f" {expected[0]} and {expected[1]}")
+
+
 def runProcesses(target, kind, argsFor, count):
     """Run C{count} client processes at once; returns (elapsed, conflicts)."""
     ctx = multiprocessing.get_context("spawn")
@@ -544,8 +570,11 @@ def runRepetition(target, options, results, progress, rep):
                 c = max(options.clients)
                 progress(name, f"conflicts C={c}", rep)
                 each = max(1, t // c)
+                before = _counts(db)
                 elapsed, conflicts = runProcesses(
                     target, "conflicts", lambda i: (each,), c)
+                _checkCounts(name, before, _counts(db), c * each,
+                             c * (each // 2))
                 results.add(name, "conflicts", c * each / elapsed,
                             conflict_errors=conflicts)
             yield

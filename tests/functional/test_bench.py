@@ -87,6 +87,14 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertNotIn("p50_ms", s)
         self.assertIsNone(results.summary("zeo", "small"))
 
+    def test_lostUpdatesFail(self):
+        """The conflicts workload fails when the database lacks one of its
+        commits, instead of reporting a rate."""
+        from neo.bench import _checkCounts
+        _checkCounts("neo", (10, 4), (18, 6), 8, 2)
+        with self.assertRaisesRegex(RuntimeError, "17 and 6, not 18 and 6"):
+            _checkCounts("neo", (10, 4), (17, 6), 8, 2)
+
     def test_describeNEO(self):
         """The header names the cluster measured: the one started here, or
         the running one given (not the options of a cluster not started)."""
