@@ -3,7 +3,7 @@ neo-bench: how fast ZODB programs run on NEO, compared with other storages.
 
 It starts its own local cluster through the real entry points (or uses a
 running one), runs workloads over the plain ZODB API, and prints a table
-(median, min and max of several repetitions); with C{--compare} it runs the
+(median, min and max of several repetitions); with --compare it runs the
 same workloads, in the same invocation, against reference storages (a ZEO
 server over FileStorage that it starts itself, an in-process FileStorage)
 and prints NEO's figure as a ratio of theirs.  Results also go to a JSON
