@@ -433,11 +433,11 @@ class ClientHandler(amp.CommandLocator):
         return d.addCallback(done)
 
     def _stored(self, txn, records, waiting, results):
+        """The answer to a batch of stores that succeeded
+        (L{_storeBatch})."""
         txns = self.node.txns
         conflicts, committed = [], []
-        for (oid, _, _, _), (ok, result) in zip(waiting, results):
-            if not ok:
-                result.raiseException()
+        for (oid, _, _, _), (_, result) in zip(waiting, results):
             if result is not None:
                 conflicts += (oid, result)
                 hit = txns.records.get(oid, result)
