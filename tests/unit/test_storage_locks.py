@@ -373,6 +373,23 @@ class LockOrderTests(TransactionManagerTestCase):
                                           soft=True))
         self.assertEqual([c[0] for c in self.db.callsOf("vote")], [2, 2])
 
+    def test_forgottenSerialOfPendingCommit(self):
+        """A decided transaction of more oids than the node remembers
+        serials of is what the next stores of the forgotten ones are
+        checked against while its database step is pending, not the
+        serial the database still has."""
+        self.tm.SERIALS = 1
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A))
+        self.successResultOf(self.store(txn, B))
+        self.assertIsNone(self.successResultOf(self.vote(txn)))
+        self.successResultOf(self.tm.lock(T1, S7))
+        self.assertEqual(self.db.serials[u64(A)], 5)
+        asked = len(self.db.callsOf("lastSerial"))
+        self.assertEqual(self.successResultOf(self.store(self.begin(T2), A)),
+                         S7)
+        self.assertEqual(len(self.db.callsOf("lastSerial")), asked)
+
     def test_withdrawnVoteAborted(self):
         """The abort of a transaction whose soft vote a relock withdrew
         drops what that vote wrote."""

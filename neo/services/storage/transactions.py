@@ -209,6 +209,11 @@ class TransactionManager:
             return defer.succeed(serial)
         if self.maxOid is not None and u64(oid) > self.maxOid:
             return defer.succeed(None)
+        committing = self._readLocks.get(oid)
+        if committing is not None:
+            # Decided, and forgotten here meanwhile (a transaction of more
+            # oids than SERIALS): the database may not have it yet.
+            return defer.succeed(committing.tid)
         d = self._db.lastSerial(partition, u64(oid))
 
         def found(last):
