@@ -269,17 +269,10 @@ class StorageOptionsTests(OptionsTestMixin, SynchronousTestCase):
         self.assertTrue(options["reset"])
 
     def test_nodeResolution(self):
-        """Storage nodes resolve conflicts unless --no-node-resolution
-        (which wins over --node-resolution, the default)."""
+        """Storage nodes resolve conflicts unless --no-node-resolution."""
         from neo.services.storage.config import StorageConfig
         options = self.parse(StorageOptions, "-c", "x", "-d", "s.db")
         self.assertTrue(StorageConfig.fromOptions(options).resolveConflicts)
         options = self.parse(StorageOptions, "-c", "x", "-d", "s.db",
                              "--no-node-resolution")
-        self.assertFalse(StorageConfig.fromOptions(options).resolveConflicts)
-        options = self.parse(StorageOptions, "-c", "x", "-d", "s.db",
-                             "--node-resolution")
-        self.assertTrue(StorageConfig.fromOptions(options).resolveConflicts)
-        options = self.parse(StorageOptions, "-c", "x", "-d", "s.db",
-                             "--node-resolution", "--no-node-resolution")
         self.assertFalse(StorageConfig.fromOptions(options).resolveConflicts)

@@ -21,13 +21,10 @@ class Options(NodeOptions):
          " user may)."],
     ]
     optFlags = [["reset", None, "Wipe this node's data before starting."],
-                ["node-resolution", None, "Resolve small conflicting stores"
-                 " here when possible, importing the classes their records"
-                 " name, as ZODB's conflict resolution does, which saves"
-                 " the client a round trip (the default)."],
                 ["no-node-resolution", None, "Leave the resolution of"
-                 " conflicting stores to the clients (for classes whose"
-                 " resolution must not run on storage nodes)."]]
+                 " conflicting stores to the clients (by default the node"
+                 " resolves small ones itself, importing the classes their"
+                 " records name, as ZODB's conflict resolution does)."]]
     nodeDefaults = dict(NodeOptions.nodeDefaults, adapter="SQLite")
     required = ("cluster", "database")
 
