@@ -112,6 +112,9 @@ class ClientTransaction:
         self.contended = False
         #: Its nodes were asked to finish it (L{ClientApp._finishAtNodes}).
         self.finishSent = False
+        #: Its votes on several nodes were kept in memory there
+        #: (L{ClientApp.votesInMemory}).
+        self.votesInMemory = False
         #: The storage nodes told to forget it (L{ClientApp.abortAtNodes}).
         self.toldNodes = None
 
@@ -867,6 +870,10 @@ class ClientApp(ClusterView):
         # answered, so we hold all our locks and the votes cannot wait.
         txn.voting = True
         calls = []
+        extra = {}
+        txn.votesInMemory = len(nids) > 1 and self.votesInMemory
+        if txn.votesInMemory:
+            extra["participants"] = self._participants(txn, metaNids)
         for nid in sorted(nids):
             proto = yield self.getStorage(nid)
             if nid in txn.protos and txn.protos[nid] is not proto:
@@ -875,9 +882,9 @@ class ClientApp(ClusterView):
             if nid in metaNids:
                 d = proto.ask(c.VoteTransaction, ttid=txn.ttid, user=user,
                               description=description, extension=extension,
-                              oids=oids, partition=txn.metaPartition)
+                              oids=oids, partition=txn.metaPartition, **extra)
             else:
-                d = proto.ask(c.VoteTransaction, ttid=txn.ttid)
+                d = proto.ask(c.VoteTransaction, ttid=txn.ttid, **extra)
             txn.protos[nid] = proto
             calls.append(d)
         self._reserve(txn, nids, oids)
@@ -887,6 +894,18 @@ class ClientApp(ClusterView):
                 raise ClusterError(f"vote failed: {result.getErrorMessage()}")
             txn.released[nid] = result["released"]
         return {}, {}
+
+    #: Whether the votes of a transaction on several storage nodes stay in
+    #: memory there, until the lock writes them (L{c.VoteTransaction}).
+    votesInMemory = True
+
+    def _participants(self, txn, metaNids):
+        """The nids of the storage nodes that write some of C{txn}: its
+        stores and its metadata (not its checks)."""
+        nids = set(metaNids)
+        for oid in txn.data:
+            nids.update(self._route(txn, oid))
+        return sorted(nids)
 
     def _reserve(self, txn, nids, oids):
         """
@@ -1028,12 +1047,16 @@ class ClientApp(ClusterView):
             if txn.protos.setdefault(nid, proto) is not proto:
                 raise ClusterError(f"the connection to {formatNid(nid)} was"
                                    " lost during the transaction")
+        participants = None
+        txn.votesInMemory = self.votesInMemory
+        if self.votesInMemory:
+            participants = self._participants(txn, metaNids)
         # All sent in one go: a deadlock notification finds each vote
         # under way (L{deadlock}).
         for nid, proto in protos.items():
-            extra = {}
+            extra = {"participants": participants}
             if nid in metaNids:
-                extra = dict(user=user, description=description,
+                extra.update(user=user, description=description,
                              extension=extension, oids=oids)
             batch = batches.get(nid)
             if batch:
@@ -1192,7 +1215,18 @@ class ClientApp(ClusterView):
             [proto.ask(c.FinishTransaction, ttid=txn.ttid, tid=tid,
                        shared=shared)
              for proto in protos.values()], consumeErrors=True)
-        if any(ok and answer["committed"] for ok, answer in answers):
+        committed = [ok and answer["committed"] for ok, answer in answers]
+        if txn.votesInMemory and any(committed) and not all(committed):
+            # The others kept their votes in memory, which the master locks
+            # now: should one of them be lost before it wrote it, the
+            # transaction is undone.
+            self._txnByTtid.pop(txn.ttid, None)
+            raise ClusterError(
+                f"transaction {u64(txn.ttid):#x} was committed by some of"
+                " its storage nodes only (a node was lost, or the cluster"
+                " is stopping): the others commit it unless one of them"
+                " fails before writing it")
+        if any(committed):
             self._txnByTtid.pop(txn.ttid, None)
             return True
         for ok, failure in answers:

@@ -19,7 +19,7 @@ from neo.lib.states import ClusterState
 from neo.protocols.arguments import BigBytes, Enum, Json, Oid, OidList, Tid
 from neo.protocols.errors import COMMON_ERRORS, FATAL_ERRORS, ProtocolError
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 
 class Command(amp.Command):
@@ -180,15 +180,31 @@ class AskRecovery(Command):
 
 
 class AskLockedTransactions(Command):
-    """Voted transactions: C{[[ttid, tid or null], ...]} as integers."""
+    """
+    Voted transactions: C{[[ttid, tid or null, participants or null],
+    ...]} as integers.  C{participants}: the nids of the nodes that write
+    some of a transaction locked without a durable vote (its vote was
+    kept in memory, L{VoteTransaction}); each of them must have it, else
+    it was never committed (L{AskKnownTransaction}).
+    """
 
     response = [(b"transactions", Json())]
 
 
-class ValidateTransaction(Command):
-    """Commit a voted transaction with the given final TID."""
+class AskKnownTransaction(Command):
+    """Whether the node locked or committed the transaction of TID C{tid}
+    (its transaction has no ttrans row there)."""
 
-    arguments = [(b"ttid", Tid()), (b"tid", Tid())]
+    arguments = [(b"tid", Tid())]
+    response = [(b"known", amp.Boolean())]
+
+
+class ValidateTransaction(Command):
+    """Commit a voted transaction with the given final TID; with C{undo},
+    drop it: a participant never wrote its part."""
+
+    arguments = [(b"ttid", Tid()), (b"tid", Tid()),
+                 (b"undo", amp.Boolean(optional=True))]
 
 
 class AskLastIDs(Command):
@@ -220,6 +236,18 @@ class AskLockInformation(Command):
 
 class NotifyUnlockInformation(Notification):
     """The transaction is committed everywhere: make it visible."""
+
+    arguments = [(b"ttid", Tid())]
+
+
+class NotifyTransactionWritten(Notification):
+    """
+    Every participant of the transaction wrote its lock, while an earlier
+    TID keeps it from being unlocked: its write locks may go (a vote kept
+    in memory with other participants keeps them until then, see
+    L{VoteTransaction}), but not its read locks (loads wait for the
+    unlock, in TID order).
+    """
 
     arguments = [(b"ttid", Tid())]
 
@@ -486,7 +514,9 @@ class VoteTransaction(Command):
                  (b"pipelined", amp.Boolean(optional=True)),
                  (b"partition", amp.Integer(optional=True)),
                  (b"records", BigBytes(optional=True)),
-                 (b"shared", amp.Boolean(optional=True))]
+                 (b"shared", amp.Boolean(optional=True)),
+                 (b"participants", amp.ListOf(amp.Integer(),
+                                              optional=True))]
     #: With C{pipelined} (sent right after the stores), the node first
     #: waits for the stores and relocks in progress, and does not vote
     #: (C{voted} false) if one conflicted.  With C{records} too, it first
@@ -494,7 +524,10 @@ class VoteTransaction(Command):
     #: well: the stores and the vote take one message each way.  Without
     #: C{shared} (a transaction on this node only), the vote stays in
     #: memory until the lock, which commits at once.  With C{shared} (other
-    #: nodes take part), it is durable, yet the transaction may still wait
+    #: nodes take part), it is durable, or with C{participants} (the nids
+    #: of the nodes that write some of it) kept in memory until the lock,
+    #: which writes it but publishes it only once the master unlocks it
+    #: (every participant wrote it).  Yet the transaction may still wait
     #: for locks elsewhere: the node tells its client when an older
     #: transaction waits for it (L{NotifyDeadlock}): unless every node has
     #: voted, so that it waits for nothing, that client relocks, which

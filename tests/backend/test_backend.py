@@ -100,6 +100,27 @@ class BackendTests:
             self.open()
         self.assertIn("newer", str(e.exception))
 
+    def test_upgrade(self):
+        """A database of schema version 1 (no participants in ttrans) is
+        upgraded when opened, keeping its locked transactions."""
+        db = self.open()
+        self.call(db, "vote", 100, P, None, [(P, 7, 0, b"x")])
+        self.call(db, "lockTransaction", 100, 110)
+        self.bridge.call(db._run, lambda cur: cur.execute(
+            "ALTER TABLE ttrans DROP COLUMN participants"))
+        self.call(db, "setConfig", "version", 1)
+        self.call(db, "close")
+        db = self.open()
+        self.assertEqual(db.config["version"], str(SCHEMA_VERSION))
+        self.assertEqual(self.call(db, "lockedTransactions"),
+                         [(100, 110, None)])
+        self.call(db, "voteAndLock", 200, 210, P, None, [(P, 8, 0, b"y")],
+                  [1, 2])
+        self.assertEqual(self.call(db, "lockedTransactions"),
+                         [(100, 110, None), (200, 210, [1, 2])])
+        self.call(db, "close")
+        self.assertEqual(self.open().config["version"], str(SCHEMA_VERSION))
+
     def test_config(self):
         """Settings persist across reopening; None deletes one."""
         db = self.open()
@@ -163,11 +184,63 @@ class BackendTests:
         """voteAndLock leaves a locked transaction, as vote then lock."""
         db = self.open()
         self.call(db, "voteAndLock", 100, 110, P, None, [(P, 7, 0, b"x")])
-        self.assertEqual(self.call(db, "lockedTransactions"), [(100, 110)])
+        self.assertEqual(self.call(db, "lockedTransactions"),
+                         [(100, 110, None)])
         self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
         self.assertEqual(self.call(db, "unlockTransaction", 100), 110)
         self.assertEqual(self.call(db, "lockedTransactions"), [])
         self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
+
+    def test_participants(self):
+        """
+        A lock with participants keeps them in its mark, survives a
+        restart, and is known once unlocked too; undone, nothing of it is
+        left, and what was committed before is what loads see again.
+        """
+        db = self.open()
+        self.commit(db, 50, 60, [(P, 7, 0, b"before")])
+        meta = (b"user", b"desc", b"", b"\0" * 8)
+        self.call(db, "voteAndLock", 100, 110, P, meta,
+                  [(P, 7, 0, b"x"), (P, 8, 0, b"y")], [3, 4])
+        self.call(db, "close")
+        db = self.open()
+        self.assertEqual(self.call(db, "lockedTransactions"),
+                         [(100, 110, [3, 4])])
+        partitions = [0, P]
+        self.assertTrue(self.call(db, "knows", 110, partitions))
+        self.assertFalse(self.call(db, "knows", 111, partitions))
+        self.assertFalse(self.call(db, "knows", 110, [P + 1]))
+        self.call(db, "undoTransaction", 100, 110, partitions)
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
+        self.assertFalse(self.call(db, "knows", 110, partitions))
+        self.assertEqual(self.call(db, "load", P, 7, None, None)[:4],
+                         (60, None, 0, b"before"))
+        with self.assertRaises(OidDoesNotExist):
+            self.call(db, "load", P, 8, None, None)
+        self.assertEqual(self.dataRows(db), 1)
+        self.assertEqual(self.call(db, "lastIds"), (60, 7))
+
+    def test_knownOnceUnlocked(self):
+        """A transaction whose mark was dropped is still known by its TID,
+        from its objects or its metadata alone."""
+        db = self.open()
+        self.call(db, "voteAndLock", 100, 110, P, None, [(P, 7, 0, b"x")],
+                  [3, 4])
+        self.call(db, "unlockTransaction", 100)
+        meta = (b"", b"", b"", b"\0" * 8)
+        self.call(db, "voteAndLock", 200, 210, P, meta, [], [3, 4])
+        self.call(db, "unlockTransaction", 200)
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
+        self.assertTrue(self.call(db, "knows", 110, [P]))
+        self.assertTrue(self.call(db, "knows", 210, [P]))
+
+    def test_undoVoteOnly(self):
+        """Undoing a transaction only voted here drops the vote."""
+        db = self.open()
+        self.call(db, "vote", 100, P, None, [(P, 7, 0, b"x")])
+        self.call(db, "undoTransaction", 100, 110, [P])
+        self.assertEqual(self.call(db, "lockedTransactions"), [])
+        self.assertEqual(self.dataRows(db), 0)
 
     def test_groupCommit(self):
         """Commit steps asked while one is in the database run together
@@ -291,7 +364,7 @@ class BackendTests:
         self.call(db, "lockTransaction", 100, 110)
         self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
         self.assertEqual(self.call(db, "lastSerial", P, 7), 110)
-        self.assertEqual(self.call(db, "lockedTransactions"), [(100, 110)])
+        self.assertEqual(self.call(db, "lockedTransactions"), [(100, 110, None)])
         # Aborting it is refused: the decision is taken.
         self.assertFalse(self.call(db, "abortTransaction", 100))
         self.assertEqual(self.call(db, "load", P, 7, None, None)[3], b"x")
@@ -306,7 +379,7 @@ class BackendTests:
         self.call(db, "vote", 100, P, meta, [(P, 7, 0, b"x")])
         self.call(db, "lockTransaction", 100, 110)
         self.bridge.call(lambda: defer.succeed(db.forgetLater(100)))
-        self.assertEqual(self.call(db, "lockedTransactions"), [(100, 110)])
+        self.assertEqual(self.call(db, "lockedTransactions"), [(100, 110, None)])
         self.call(db, "commitVoted", 200, 210, P, None, [(P, 8, 0, b"y")])
         self.assertEqual(self.call(db, "lockedTransactions"), [])
         # Idle: the delayed call drops it.
@@ -350,7 +423,7 @@ class BackendTests:
         self.call(db, "vote", 200, P, None, [(P, 7, 0, b"y")])
         self.call(db, "lockTransaction", 200, 210)
         self.assertFalse(self.call(db, "abortTransaction", 200))
-        self.assertEqual(self.call(db, "lockedTransactions"), [(200, 210)])
+        self.assertEqual(self.call(db, "lockedTransactions"), [(200, 210, None)])
 
     def test_finishRecovery(self):
         """After a crash, locked transactions are committed and merely
@@ -362,7 +435,7 @@ class BackendTests:
         self.call(db, "close")
         db = self.open()
         self.assertEqual(self.call(db, "lockedTransactions"),
-                         [(100, 110), (200, None)])
+                         [(100, 110, None), (200, None, None)])
         self.assertEqual(self.call(db, "finishRecovery"), 2)
         self.assertEqual(self.call(db, "load", P, 7, None, None)[3],
                          b"locked")

@@ -162,6 +162,8 @@ class FakeStorage(FakeNode):
         self.finals = []
         self.notifies = []
         self.holdVerification = False
+        #: TIDs answered as known to AskKnownTransaction.
+        self.known = set()
 
     def release(self, ttid):
         """Answer the held AskLockInformation of C{ttid}."""
@@ -185,8 +187,16 @@ class FakeStorage(FakeNode):
         return {"transactions": self.locked}
 
     @c.ValidateTransaction.responder
-    def validateTransaction(self, ttid, tid):
+    def validateTransaction(self, ttid, tid, undo=None):
+        if undo:
+            return self.record("ValidateTransaction", ttid=ttid, tid=tid,
+                               undo=True)
         return self.record("ValidateTransaction", ttid=ttid, tid=tid)
+
+    @c.AskKnownTransaction.responder
+    def askKnownTransaction(self, tid):
+        self.record("AskKnownTransaction", tid=tid)
+        return {"known": u64(tid) in self.known}
 
     @c.AskLastIDs.responder
     def askLastIDs(self):
@@ -210,6 +220,10 @@ class FakeStorage(FakeNode):
             d = self.held[ttid] = defer.Deferred()
             return d
         return {}
+
+    @c.NotifyTransactionWritten.responder
+    def notifyTransactionWritten(self, ttid):
+        return self.record("NotifyTransactionWritten", ttid=ttid)
 
     @c.NotifyUnlockInformation.responder
     def notifyUnlockInformation(self, ttid):
@@ -684,6 +698,43 @@ class RecoveryTests(MasterTestCase):
             names = peer.fake.names()
             self.assertLess(names.index("ValidateTransaction"),
                             names.index("StartOperation"))
+
+    def test_undoUnwritten(self):
+        """
+        A transaction locked without a durable vote on one participant,
+        of which the other participant knows nothing, is undone there;
+        known to it (unlocked, its mark dropped), it is validated.
+        """
+        unwritten, written = (0x1000, 0x1003), (0x2000, 0x2003)
+        s1 = self.addStorage(FakeStorage(
+            pt=alternating(3), locked=[list(unwritten) + [[S1, S2]],
+                                       list(written) + [[S1, S2]]]),
+            nid=S1)
+        stranger = FakeStorage(pt=alternating(3))
+        stranger.known = {written[1]}
+        s2 = self.addStorage(stranger, nid=S2)
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+        self.assertEqual(s2.fake.named("AskKnownTransaction"),
+                         [{"tid": p64(unwritten[1])},
+                          {"tid": p64(written[1])}])
+        self.assertEqual(s1.fake.named("ValidateTransaction"),
+                         [{"ttid": p64(unwritten[0]),
+                           "tid": p64(unwritten[1]), "undo": True},
+                          {"ttid": p64(written[0]),
+                           "tid": p64(written[1])}])
+        self.assertEqual(s2.fake.named("ValidateTransaction"), [])
+
+    def test_allWrittenNotAsked(self):
+        """Every participant holding the mark: validated, nobody asked."""
+        ttid, tid = 0x1000, 0x1003
+        peers = [self.addStorage(FakeStorage(
+            pt=alternating(3), locked=[[ttid, tid, [S1, S2]]]), nid=nid)
+            for nid in (S1, S2)]
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+        for peer in peers:
+            self.assertEqual(peer.fake.named("AskKnownTransaction"), [])
+            self.assertEqual(peer.fake.named("ValidateTransaction"),
+                             [{"ttid": p64(ttid), "tid": p64(tid)}])
 
     def test_lastIds(self):
         """The last TID and OID are the greatest the storage nodes know,
@@ -1385,7 +1436,7 @@ class TransactionTests(MasterTestCase):
     def test_answersInTidOrder(self):
         """Two transactions finishing at once are answered (and
         invalidated) in TID order, even when the storage nodes lock the
-        second one first."""
+        second one first: they are told that it is written meanwhile."""
         self.holdLocks()
         first = self.begin()
         second = self.begin(self.other)
@@ -1401,9 +1452,16 @@ class TransactionTests(MasterTestCase):
         self.assertEqual(self.admin.fake.named("InvalidateObjects"), [])
         for peer in (self.s1, self.s2):
             self.assertEqual(peer.fake.named("NotifyUnlockInformation"), [])
+            # Written everywhere: write locks kept for it may go (the
+            # first may wait for one of them).
+            self.assertEqual(peer.fake.named("NotifyTransactionWritten"),
+                             [{"ttid": second}])
             peer.fake.release(first)
         self.settle()
         self.assertEqual([name for name, _ in answers], ["first", "second"])
+        for peer in (self.s1, self.s2):
+            self.assertEqual(peer.fake.named("NotifyTransactionWritten"),
+                             [{"ttid": second}])
         self.assertLess(answers[0][1], answers[1][1])
         for peer in (self.s1, self.s2):
             self.assertEqual(peer.fake.named("NotifyUnlockInformation"),

@@ -99,9 +99,11 @@ class FakeDatabase:
             self.serials[oid] = tid
         return defer.succeed(tid)
 
-    def voteAndLock(self, ttid, tid, partition, metadata, objects):
+    def voteAndLock(self, ttid, tid, partition, metadata, objects,
+                    participants=None):
+        extra = () if participants is None else (participants,)
         self.calls.append(("voteAndLock", ttid, tid, partition, metadata,
-                           objects))
+                           objects) + extra)
         self.voted[ttid] = objects
         self.locked[ttid] = tid
         return defer.succeed(None)
@@ -714,6 +716,27 @@ class NodeResolutionTests(TransactionManagerTestCase):
         self.assertTrue(txn.doomed)
         self.assertEqual(txn.unresolvable, {A})
 
+    def test_basedOnDecidedNotHopeless(self):
+        """
+        A store based on the TID of a transaction decided but not yet
+        published (its vote kept in memory with other participants, its
+        write locks held until the unlock) is based on the last serial:
+        it waits for the lock, and does not conflict.
+        """
+        self.commitPlain(T1, 6, S5, 1)
+        holder = self.begin(T2)
+        self.assertIsNone(self.successResultOf(
+            self.store(holder, A, p64(6), self.plain(2))))
+        self.successResultOf(self.tm.vote(holder, PARTITION, None,
+                                          participants=[1, 2]))
+        self.successResultOf(self.tm.lock(T2, S7))
+        txn = self.begin(T3)
+        storing = self.store(txn, A, S7, self.plain(3))
+        self.assertNoResult(storing)
+        self.assertFalse(txn.doomed)
+        self.successResultOf(self.tm.unlock(T2))
+        self.assertIsNone(self.successResultOf(storing))
+
     def test_resolvableConflictWaits(self):
         """Such a store of a class that resolves conflicts waits for the
         lock, to be resolved against what its holder commits."""
@@ -809,6 +832,117 @@ class InMemoryVoteTests(TransactionManagerTestCase):
         self.assertIsNone(txn.inMemory)
         self.successResultOf(self.tm.unlock(T1))
         self.assertEqual(self.db.serials[0xA], 7)
+
+
+class SharedInMemoryVoteTests(TransactionManagerTestCase):
+    """
+    A vote on several nodes kept in memory (with its participants): the
+    lock writes it, but nothing may build on it before the master's
+    unlock, since a participant lost before it wrote its part would have
+    the transaction undone.
+    """
+
+    def voteShared(self, txn, participants=(1, 2), soft=False):
+        return self.tm.vote(txn, PARTITION, None, soft=soft,
+                            participants=list(participants))
+
+    def test_lockWritesWithParticipants(self):
+        """The vote writes nothing; the lock writes vote and lock at once,
+        with the participants, and is not final."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"a"))
+        self.successResultOf(self.voteShared(txn))
+        self.assertEqual(self.db.callsOf("vote"), [])
+        d, final = self.tm.finish(T1, C1, S7, final=False)
+        self.assertFalse(final)
+        self.successResultOf(d)
+        self.assertEqual(self.db.callsOf("voteAndLock"),
+                         [(1, 7, PARTITION, None,
+                           [(PARTITION, 0xA, 0, b"a")], [1, 2])])
+        self.assertEqual(self.db.callsOf("commitVoted"), [])
+
+    def test_writeLocksUntilUnlock(self):
+        """
+        Once locked, the next store of its oid waits for the unlock (not
+        for the lock, as after a durable vote), and is checked against it
+        then; its records are not published before.
+        """
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"a"))
+        self.successResultOf(self.voteShared(txn))
+        self.successResultOf(self.tm.lock(T1, S7))
+        self.assertIsNone(self.tm.records.get(A, S7))
+        other = self.begin(T2)
+        storing = self.store(other, A)
+        self.assertNoResult(storing)
+        self.assertFalse(self.tm.storeNow(other, PARTITION, B, S5, 0, b"b")
+                         and False)
+        self.successResultOf(self.tm.unlock(T1))
+        self.assertEqual(self.successResultOf(storing), S7)
+        self.assertEqual(self.tm.records.get(A, S7)[0], S7)
+
+    def test_writtenReleasesWriteLocks(self):
+        """Told that every participant wrote it (an earlier TID keeps it
+        from being unlocked), it releases its write locks; loads still
+        wait for the unlock."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"a"))
+        self.successResultOf(self.voteShared(txn))
+        self.successResultOf(self.tm.lock(T1, S7))
+        other = self.begin(T2)
+        storing = self.store(other, A)
+        self.assertNoResult(storing)
+        self.tm.written(T1)
+        self.assertEqual(self.successResultOf(storing), S7)
+        reading = self.tm.readable(A)
+        self.assertNoResult(reading)
+        self.successResultOf(self.tm.unlock(T1))
+        self.successResultOf(reading)
+        self.assertEqual(self.db.callsOf("forgetLater"), [(1,)])
+
+    def test_durableVoteReleasesAtLock(self):
+        """For comparison: after a durable vote, the lock releases the
+        write locks at once."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"a"))
+        self.successResultOf(self.vote(txn))
+        self.successResultOf(self.tm.lock(T1, S7))
+        other = self.begin(T2)
+        self.assertEqual(self.successResultOf(self.store(other, A)), S7)
+
+    def test_checksOnlyWriteNothing(self):
+        """A node that only checked oids of the transaction has nothing to
+        write, nor to undo: its lock touches no database."""
+        txn = self.begin(T1)
+        self.assertIsNone(self.successResultOf(
+            self.tm.checkCurrent(txn, PARTITION, A, S5)))
+        self.successResultOf(self.voteShared(txn))
+        self.successResultOf(self.tm.lock(T1, S7))
+        self.successResultOf(self.tm.unlock(T1))
+        self.assertEqual(self.db.callsOf("voteAndLock"), [])
+        self.assertEqual(len(self.tm), 0)
+
+    def test_resolveKeepsIt(self):
+        """Asked by the master (its client lost), a node keeps such a vote
+        for the master's decision, unlike a sole participant's."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"a"))
+        self.successResultOf(self.voteShared(txn))
+        self.assertFalse(self.tm.resolve(T1))
+        self.assertIs(self.tm.get(T1), txn)
+        self.successResultOf(self.tm.lock(T1, S7))
+        self.assertEqual(len(self.db.callsOf("voteAndLock")), 1)
+
+    def test_relockWithdraws(self):
+        """A soft one is withdrawn by a relock, in memory only."""
+        txn = self.begin(T2)
+        self.successResultOf(self.store(txn, A, data=b"a"))
+        self.successResultOf(self.voteShared(txn, soft=True))
+        self.assertTrue(txn.soft)
+        self.assertIsNone(self.successResultOf(self.tm.relock(txn, A)))
+        self.assertFalse(txn.voted)
+        self.assertIsNone(txn.inMemory)
+        self.assertRaises(TransactionNotFound, self.tm.finish, T2, C1, S7)
 
 
 class CommitTests(TransactionManagerTestCase):

@@ -1414,21 +1414,24 @@ class ParticipantTests(ClusterStorageTestBase):
         self.assertEqual(zodb_unpickle(storage.loadSerial(y, tid))._value, 4)
 
 
-    def unlockedOnceEveryLockIsDurable(self, finishAtNode):
+    def unlockedOnceEveryLockIsDurable(self, finishAtNode, inMemory=False):
         """
         On several nodes, the master unlocks a transaction (and so lets
         each node forget its mark of the decision) only once every node
         wrote its lock: a node lost before it did would find, on
-        verification, the mark on the other node, which commits its vote.
-        Meanwhile the other clients are not told of the commit, nor is
-        its client, who waits for every node.
+        verification, the mark on the other node, which commits its vote
+        (or, with votes kept in memory, the mark is undone: the lost node
+        lost its vote).  Meanwhile the other clients are not told of the
+        commit, nor is its client, who waits for every node.
         """
         from neo.services.storage import database
         storage, other = self._storage, self._new_storage_client()
         x, y, first, early, late = self.committedOnTwoNodes(finishAtNode)
+        storage._app.votesInMemory = inMemory
         self.assertEqual(other.load(x), (b"1", first))
-        release = self.holdCommitSteps(database._lockTransaction,
-                                       nodes=[late])
+        release = self.holdCommitSteps(
+            database._voteAndLock if inMemory else database._lockTransaction,
+            nodes=[late])
         t, ttid = self.votedOnTwoNodes(x, y, first)
         finished, finisher = self.finishAside(storage, t)
         try:
@@ -1440,9 +1443,14 @@ class ParticipantTests(ClusterStorageTestBase):
             master = self._cluster.master
             self.assertIsNotNone(self._cluster.bridge.call(
                 lambda: master.transactions.get(u64(ttid))))
-            self.assertIn([u64(ttid), u64(tid)], [
+            participants = sorted([early.nid, late.nid]) if inMemory \
+                else None
+            self.assertIn([u64(ttid), u64(tid), participants], [
                 list(row) for row in self._cluster.bridge.call(
                     early.db.lockedTransactions)])
+            if inMemory:
+                # Nothing may build on it yet: its write locks stay.
+                self.assertIs(early.txns._locks.get(x), locked)
             self.assertEqual(other.lastTransaction(), first)
             self.assertEqual(finished, [])
         finally:
@@ -1463,7 +1471,18 @@ class ParticipantTests(ClusterStorageTestBase):
         tells the master once it wrote its lock)."""
         self.unlockedOnceEveryLockIsDurable(finishAtNode=True)
 
-    def lostBeforeItsLock(self, finishAtNode):
+    def test_inMemoryUnlockedOnceEveryLockIsWritten(self):
+        """L{unlockedOnceEveryLockIsDurable}, votes kept in memory,
+        finished through the master."""
+        self.unlockedOnceEveryLockIsDurable(finishAtNode=False,
+                                            inMemory=True)
+
+    def test_inMemoryFinishAtNodesUnlockedOnceEveryLockIsWritten(self):
+        """L{unlockedOnceEveryLockIsDurable}, votes kept in memory,
+        finished at the nodes."""
+        self.unlockedOnceEveryLockIsDurable(finishAtNode=True, inMemory=True)
+
+    def lostBeforeItsLock(self, finishAtNode, inMemory=False):
         """
         A node lost, as in a crash, while it writes the lock of a
         transaction on two nodes that the other node wrote already: on
@@ -1475,7 +1494,10 @@ class ParticipantTests(ClusterStorageTestBase):
         from neo.lib.states import ClusterState
         from neo.services.storage import database
         x, y, first, early, lost = self.committedOnTwoNodes(finishAtNode)
-        self.holdCommitSteps(database._lockTransaction, nodes=[lost])
+        self._storage._app.votesInMemory = inMemory
+        self.holdCommitSteps(
+            database._voteAndLock if inMemory else database._lockTransaction,
+            nodes=[lost])
         t, ttid = self.votedOnTwoNodes(x, y, first)
         self.finishFailingAside(t)
         txns = early.txns._txns
@@ -1499,6 +1521,15 @@ class ParticipantTests(ClusterStorageTestBase):
         self._cluster.restartStorage(self._cluster.storages.index(lost))
         self._cluster.waitForState(ClusterState.RUNNING)
         reader = self._new_storage_client()
+        if inMemory:
+            # Undone where it was written: nothing of it is left.
+            self.assertEqual(reader.load(x), (b"1", first))
+            self.assertEqual(reader.load(y), (b"1", first))
+            self.assertEqual(reader.lastTransaction(), first)
+            for node in self._cluster.storages:
+                self.assertEqual(self._cluster.bridge.call(
+                    node.db.lockedTransactions), [])
+            return
         data, tid = reader.load(x)
         self.assertEqual(data, b"2")
         self.assertEqual(reader.load(y), (b"2", tid))
@@ -1511,6 +1542,56 @@ class ParticipantTests(ClusterStorageTestBase):
         """L{lostBeforeItsLock}, finished at the nodes (the client asked
         both)."""
         self.lostBeforeItsLock(finishAtNode=True)
+
+    def test_inMemoryNodeLostBeforeItsLockUndoneOnRecovery(self):
+        """L{lostBeforeItsLock}, votes kept in memory, finished through
+        the master: the other node's part is undone."""
+        self.lostBeforeItsLock(finishAtNode=False, inMemory=True)
+
+    def test_inMemoryNodeLostBeforeItsLockFinishedAtNodes(self):
+        """L{lostBeforeItsLock}, votes kept in memory, finished at the
+        nodes: the other node's part is undone."""
+        self.lostBeforeItsLock(finishAtNode=True, inMemory=True)
+
+    def test_inMemoryLostAfterOtherForgotCommitsOnRecovery(self):
+        """
+        Votes kept in memory: a node lost once the master unlocked the
+        transaction, with its mark still there, while the other node
+        dropped its own: on recovery, that other node knows the TID, and
+        the transaction is committed.
+        """
+        from twisted.internet import defer
+        from neo.lib.states import ClusterState
+        storage = self._storage
+        x, y, first, early, lost = self.committedOnTwoNodes()
+        # The mark stays (a crash comes before its step).
+        self._cluster.bridge.call(lambda: setattr(
+            lost.db, "forgetLater", lambda ttid: None))
+        t, ttid = self.votedOnTwoNodes(x, y, first)
+        tid = storage.tpc_finish(t)
+        master = self._cluster.master
+        self._cluster.bridge.call(self._cluster._waitFor, lambda: (
+            master.transactions.get(u64(ttid)) is None
+            and not early.txns._txns and not lost.txns._txns))
+
+        self.assertEqual(self._cluster.bridge.call(
+            lost.db.lockedTransactions), [
+                (u64(ttid), u64(tid), sorted([early.nid, lost.nid]))])
+
+        def crash():
+            early.db._forgetNow()
+            lost.db.whenSettled = lambda: defer.succeed(None)
+            return defer.gatherResults([early.db.whenSettled(),
+                                        lost.disownServiceParent()])
+        self._cluster.bridge.call(crash)
+        self.assertEqual(self._cluster.bridge.call(
+            early.db.lockedTransactions), [])
+        self._cluster.waitForState(ClusterState.RECOVERING)
+        self._cluster.restartStorage(self._cluster.storages.index(lost))
+        self._cluster.waitForState(ClusterState.RUNNING)
+        reader = self._new_storage_client()
+        self.assertEqual(reader.load(x), (b"2", tid))
+        self.assertEqual(reader.load(y), (b"2", tid))
 
     def test_abortAfterFinishLeavesTheVotes(self):
         """
@@ -1718,10 +1799,12 @@ class DeadlockTests(ClusterStorageTestBase):
         self.assertEqual(storage._call(app.waitStores, storage._txns[older]),
                          ({}, {}))
         votedX = threading.Event()
-        vote = nodeX.txns.vote
-        nodeX.txns.vote = lambda txn, *args, **kwargs: vote(
-            txn, *args, **kwargs).addCallback(
-                lambda result: votedX.set() or result)
+        voteInMemory = nodeX.txns.voteInMemory
+
+        def voting(txn, *args, **kwargs):
+            voteInMemory(txn, *args, **kwargs)
+            votedX.set()
+        nodeX.txns.voteInMemory = voting
         storage.store(x, z64, b"younger x", "", younger)
         storage.store(y, z64, b"younger y", "", younger)
         outcome = []
@@ -1800,6 +1883,7 @@ class DeadlockTests(ClusterStorageTestBase):
         from neo.services.storage import database
         storage, other = self._storage, self._new_storage_client()
         app = storage._app
+        app.votesInMemory = False  # the race is with a durable vote
         x, y = self.onTwoNodes()
         first, _ = commitCounter(storage, x, z64, 1)
         second, _ = commitCounter(other, x, first, 3)  # +2

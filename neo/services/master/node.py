@@ -279,6 +279,7 @@ class MasterNode(BaseNode):
                 return
             self._sendPartitionChanges(self.pt.outdate(self.runningNids()))
             self._committed(self.transactions.nodeLost(entry.nid))
+            self._written()
 
     def _clientLost(self, entry):
         for txn in self.transactions:
@@ -380,15 +381,20 @@ class MasterNode(BaseNode):
         self._broadcast(c.SendPartitionTable, partitionTable=self.pt.toJson())
         try:
             answers = yield self._askAll(storages, c.AskLockedTransactions)
-            holders, tids = {}, {}
+            holders, tids, participants = {}, {}, {}
             for entry, answer in zip(storages, answers):
-                for ttid, tid in answer["transactions"]:
+                for row in answer["transactions"]:
+                    ttid, tid = row[:2]
                     holders.setdefault(ttid, []).append(entry)
                     if tid is not None:
                         tids[ttid] = tid
+                    if len(row) > 2 and row[2] is not None:
+                        participants[ttid] = set(row[2])
+            undone = yield self._unwritten(storages, holders, tids,
+                                           participants)
             validations = [
                 entry.proto.ask(c.ValidateTransaction, ttid=p64(ttid),
-                                tid=p64(tid))
+                                tid=p64(tid), undo=ttid in undone or None)
                 for ttid, tid in sorted(tids.items())
                 for entry in holders[ttid]]
             if validations:
@@ -409,6 +415,39 @@ class MasterNode(BaseNode):
             return
         if generation == self._generation:
             self.setState(ClusterState.RUNNING)
+
+    @defer.inlineCallbacks
+    def _unwritten(self, storages, holders, tids, participants):
+        """
+        The ttids of the transactions locked without a durable vote
+        (L{c.AskLockedTransactions}) that a participant never wrote: the
+        master never unlocked them (each participant had to write its part
+        first), and their clients were not told they committed.  A
+        participant that has no ttrans row of one either wrote it, and was
+        unlocked (it knows the TID), or never did.  A participant that is
+        not here cannot tell: its part is assumed written (with no replica
+        the cluster does not start without it).
+        """
+        byNid = {entry.nid: entry for entry in storages}
+        undone = set()
+        for ttid, nids in sorted(participants.items()):
+            tid = tids.get(ttid)
+            if tid is None:
+                continue
+            lacking = sorted(nids - {entry.nid for entry in holders[ttid]})
+            asked = [byNid[nid] for nid in lacking if nid in byNid]
+            if not asked:
+                continue
+            answers = yield defer.gatherResults(
+                [entry.proto.ask(c.AskKnownTransaction, tid=p64(tid))
+                 for entry in asked], consumeErrors=True)
+            if not any(answer["known"] for answer in answers):
+                self.log.warn(
+                    "transaction {tid:#x} is undone: {peers} never wrote"
+                    " it", tid=tid, peers=", ".join(
+                        formatNid(entry.nid) for entry in asked))
+                undone.add(ttid)
+        return undone
 
     def _askAll(self, entries, command, **kwargs):
         for entry in entries:
@@ -595,6 +634,22 @@ class MasterNode(BaseNode):
 
     def _locked(self, _, txn, nid):
         self._committed(self.transactions.locked(txn.ttid, nid))
+        self._written()
+
+    def _written(self):
+        """
+        Tell the nodes of the transactions that every participant locked,
+        but that an earlier TID keeps from being committed: a node that
+        kept its vote in memory keeps its write locks until then, and the
+        transaction holding that earlier TID (reserved with its votes) may
+        wait for one of them.
+        """
+        for txn in self.transactions.writtenBehind():
+            for nid in txn.involved - txn.unlocked:
+                node = self.nodes.get(nid)
+                if node is not None and node.proto is not None:
+                    node.proto.notify(c.NotifyTransactionWritten,
+                                      ttid=p64(txn.ttid))
 
     def committed(self, entry, ttid, tid):
         """A storage node committed a transaction reserved for its client

@@ -39,6 +39,9 @@ class MasterTransaction:
         self.reserved = False
         #: That node was asked to decide (its client lost or gave up).
         self.resolving = False
+        #: Its nodes were told that every participant wrote it, while an
+        #: earlier TID kept it from being unlocked.
+        self.toldWritten = False
 
 
 class TransactionTable:
@@ -117,6 +120,15 @@ class TransactionTable:
         if txn is not None:
             txn.locking.discard(nid)
         return self._pop()
+
+    def writtenBehind(self) -> list:
+        """The transactions that every participant locked, kept from being
+        committed by an earlier one, and not yet said so."""
+        written = [txn for txn in self.queue[1:]
+                   if not txn.locking and not txn.toldWritten]
+        for txn in written:
+            txn.toldWritten = True
+        return written
 
     def nodeLost(self, nid) -> list:
         for txn in self.queue:

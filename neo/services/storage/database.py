@@ -27,7 +27,15 @@ from neo.protocols.errors import OidDoesNotExist, OidNotFound
 from neo.services.storage.interfaces import IStorageBackend
 
 #: Bumped on every change of the schema.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: C{{version: statements}} that bring a database of that schema version
+#: to the next one.
+_UPGRADES = {
+    # The participants of a transaction whose lock was written without a
+    # durable vote (L{_voteAndLock}).
+    1: ["ALTER TABLE ttrans ADD COLUMN participants BLOB"],
+}
 
 
 class DatabaseError(Exception):
@@ -108,6 +116,13 @@ def _openSchema(cur, cluster, schema):
         raise DatabaseError(
             f"the database has schema version {version}, newer than this"
             f" program's {SCHEMA_VERSION}: upgrade NEO")
+    else:
+        for old in range(int(version), SCHEMA_VERSION):
+            for statement in _UPGRADES[old]:
+                cur.execute(statement)
+        if int(version) != SCHEMA_VERSION:
+            _setConfig(cur, "version", SCHEMA_VERSION)
+            config["version"] = str(SCHEMA_VERSION)
     if config.get("name") != cluster:
         raise DatabaseError(
             f"the database belongs to cluster {config.get('name')!r}, not"
@@ -281,13 +296,21 @@ def _vote(cur, ttid, partition, metadata, objects):
         "INSERT INTO tobj VALUES (?, ?, ?, ?, NULL)",
         [(ttid, objPartition, oid, dataId)
          for (objPartition, oid, _, _), dataId in zip(objects, dataIds)])
+    _mark(cur, ttid, None, partition, metadata, None)
+
+
+def _mark(cur, ttid, tid, partition, metadata, participants):
+    """The ttrans row of a transaction: voted (no C{tid}) or locked."""
     if metadata is None:
         metadata, meta = (b"", b"", b"", b""), 0
     else:
         meta = 1
     user, description, extension, oids = metadata
-    cur.execute("INSERT INTO ttrans VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
-                (ttid, partition, meta, oids, user, description, extension))
+    if participants is not None:
+        participants = ",".join(map(str, participants)).encode()
+    cur.execute("INSERT INTO ttrans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (ttid, tid, partition, meta, oids, user, description,
+                 extension, participants))
 
 
 def _commitVoted(cur, ttid, tid, partition, metadata, objects):
@@ -309,11 +332,20 @@ def _commitVoted(cur, ttid, tid, partition, metadata, objects):
     return tid
 
 
-def _voteAndLock(cur, ttid, tid, partition, metadata, objects):
-    """Vote and lock at once (a transaction voted in memory, which turned
-    out to have other participants)."""
-    _vote(cur, ttid, partition, metadata, objects)
-    _lockTransaction(cur, ttid, tid)
+def _voteAndLock(cur, ttid, tid, partition, metadata, objects,
+                 participants=None):
+    """
+    Vote and lock at once a transaction voted in memory, which has other
+    participants: straight into the permanent tables, with the mark of a
+    locked transaction (L{_lockTransaction}).  With C{participants} (the
+    nids of the nodes that write some of it), the others may not have
+    written their part: verification asks them (L{_knows}), and undoes
+    it here (L{_undoTransaction}) if one of them has nothing of it.
+    Idempotent.
+    """
+    _deleteTemporary(cur, ttid)
+    _commitVoted(cur, ttid, tid, partition, metadata, objects)
+    _mark(cur, ttid, tid, partition, metadata, participants)
 
 
 def _steps(cur, steps):
@@ -389,8 +421,46 @@ def _abortTransaction(cur, ttid):
 
 
 def _lockedTransactions(cur):
-    cur.execute("SELECT ttid, tid FROM ttrans ORDER BY ttid")
-    return [tuple(row) for row in cur.fetchall()]
+    cur.execute("SELECT ttid, tid, participants FROM ttrans ORDER BY ttid")
+    return [(ttid, tid, None if participants is None else
+             [int(nid) for nid in bytes(participants).split(b",")])
+            for ttid, tid, participants in cur.fetchall()]
+
+
+def _inPartitions(partitions):
+    return f"`partition` IN ({', '.join('?' * len(partitions))})"
+
+
+def _knows(cur, tid, partitions):
+    """Whether a transaction is committed here, in one of C{partitions}
+    (its ttrans mark gone), or locked."""
+    where = _inPartitions(partitions)
+    for table in ("trans", "obj"):
+        cur.execute(f"SELECT 1 FROM {table} WHERE {where} AND tid=? LIMIT 1",
+                    list(partitions) + [tid])
+        if cur.fetchone():
+            return True
+    return False
+
+
+def _undoTransaction(cur, ttid, tid, partitions):
+    """
+    Drop what this node wrote of a transaction locked without a durable
+    vote (L{_voteAndLock}), which another participant never wrote: it was
+    never committed (nobody was unlocked, nobody loaded it).  A mere vote
+    is dropped too.
+    """
+    cur.execute("SELECT tid FROM ttrans WHERE ttid=?", (ttid,))
+    row = cur.fetchone()
+    if row is not None and row[0] == tid:
+        where = _inPartitions(partitions)
+        args = list(partitions) + [tid]
+        cur.execute(f"SELECT data_id FROM obj WHERE {where} AND tid=?", args)
+        dataIds = [dataId for (dataId,) in cur.fetchall()]
+        cur.execute(f"DELETE FROM obj WHERE {where} AND tid=?", args)
+        cur.execute(f"DELETE FROM trans WHERE {where} AND tid=?", args)
+        _releaseData(cur, dataIds)
+    _deleteTemporary(cur, ttid)
 
 
 def _finishRecovery(cur):
@@ -605,10 +675,11 @@ class SQLBackend:
         return self._commitStep(_commitVoted, ttid, tid, partition, metadata,
                                 objects)
 
-    def voteAndLock(self, ttid, tid, partition, metadata, objects):
+    def voteAndLock(self, ttid, tid, partition, metadata, objects,
+                    participants=None):
         self._writing(objects)
         return self._commitStep(_voteAndLock, ttid, tid, partition, metadata,
-                                objects)
+                                objects, participants)
 
     def lockTransaction(self, ttid, tid):
         return self._commitStep(_lockTransaction, ttid, tid)
@@ -647,6 +718,12 @@ class SQLBackend:
 
     def lockedTransactions(self):
         return self._run(_lockedTransactions)
+
+    def knows(self, tid, partitions):
+        return self._run(_knows, tid, partitions)
+
+    def undoTransaction(self, ttid, tid, partitions):
+        return self._commitStep(_undoTransaction, ttid, tid, partitions)
 
     def finishRecovery(self):
         return self._run(_finishRecovery)

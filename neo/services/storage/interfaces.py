@@ -43,8 +43,13 @@ class IStorageBackend(Interface):
         final TID, in one SQL transaction: it has no other participant.
         """
 
-    def voteAndLock(ttid, tid, partition, metadata, objects):
-        """L{vote} and L{lockTransaction} in one SQL transaction."""
+    def voteAndLock(ttid, tid, partition, metadata, objects,
+                    participants=None):
+        """
+        L{vote} and L{lockTransaction} in one SQL transaction.  With
+        C{participants} (nids), the other participants may not have
+        written the transaction yet: verification checks (L{knows}).
+        """
 
     def lockTransaction(ttid, tid):
         """
@@ -68,7 +73,16 @@ class IStorageBackend(Interface):
         """Drop the temporary data of a transaction."""
 
     def lockedTransactions():
-        """C{[(ttid, tid or None)]} of the voted transactions."""
+        """C{[(ttid, tid or None, participants or None)]} of the voted
+        transactions."""
+
+    def knows(tid, partitions):
+        """Whether a transaction is locked or committed here, in one of
+        C{partitions}."""
+
+    def undoTransaction(ttid, tid, partitions):
+        """Drop a transaction locked by L{voteAndLock} (with
+        C{participants}) that another participant never wrote."""
 
     def finishRecovery():
         """Commit the locked transactions, drop the others."""

@@ -118,7 +118,8 @@ class MySQLDialect(Dialect):
             oids MEDIUMBLOB NOT NULL,
             user BLOB NOT NULL,
             description BLOB NOT NULL,
-            ext BLOB NOT NULL)""" + _table,
+            ext BLOB NOT NULL,
+            participants BLOB)""" + _table,
         """CREATE TABLE IF NOT EXISTS tobj (
             ttid BIGINT UNSIGNED NOT NULL,
             `partition` SMALLINT UNSIGNED NOT NULL,

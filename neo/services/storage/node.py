@@ -275,10 +275,24 @@ class MasterHandler(MasterViewHandler):
         d.addCallback(lambda rows: {"transactions": [list(r) for r in rows]})
         return d
 
+    @c.AskKnownTransaction.responder
+    def askKnownTransaction(self, tid):
+        d = self.db.knows(u64(tid), self._partitions())
+        return d.addCallback(lambda known: {"known": known})
+
+    def _partitions(self):
+        if self.node.pt is None:
+            raise ProtocolError("no partition table yet")
+        return list(range(self.node.pt.partitions))
+
     @c.ValidateTransaction.responder
-    def validateTransaction(self, ttid, tid):
-        d = self.db.lockTransaction(u64(ttid), u64(tid))
-        d.addCallback(lambda _: self.db.unlockTransaction(u64(ttid)))
+    def validateTransaction(self, ttid, tid, undo=False):
+        if undo:
+            d = self.db.undoTransaction(u64(ttid), u64(tid),
+                                        self._partitions())
+        else:
+            d = self.db.lockTransaction(u64(ttid), u64(tid))
+            d.addCallback(lambda _: self.db.unlockTransaction(u64(ttid)))
         return d.addCallback(lambda _: {})
 
     @c.AskLastIDs.responder
@@ -342,6 +356,11 @@ class MasterHandler(MasterViewHandler):
         # wrote its lock, verification must still find that mark on
         # another, to commit the vote left on it.
         return d.addCallback(lambda _: {})
+
+    @c.NotifyTransactionWritten.responder
+    def notifyTransactionWritten(self, ttid):
+        self.node.txns.written(ttid)
+        return {}
 
     @c.NotifyUnlockInformation.responder
     def notifyUnlockInformation(self, ttid):
@@ -486,7 +505,8 @@ class ClientHandler(amp.CommandLocator):
     @c.VoteTransaction.responder
     def voteTransaction(self, ttid, user=None, description=None,
                         extension=None, oids=None, pipelined=False,
-                        partition=None, records=None, shared=False):
+                        partition=None, records=None, shared=False,
+                        participants=None):
         client = self._client()
         if partition is None:
             partition = self.node.partitionOf(ttid)
@@ -501,21 +521,23 @@ class ClientHandler(amp.CommandLocator):
             metadata = (user or b"", description or b"", extension or b"",
                         b"".join(oids))
         stored = None if records is None else self._storeBatch(txn, records)
-        if not pipelined or shared or isinstance(stored, defer.Deferred) \
-                or txn.pending:
+        if not pipelined or (shared and participants is None) or \
+                isinstance(stored, defer.Deferred) or txn.pending:
             return self._vote(txn, partition, metadata, pipelined, shared,
-                              stored)
-        # The usual vote of a transaction on this node only, answered at
-        # once: its stores took their locks without waiting, and the vote
-        # stays in memory until the lock, which commits it at once.
+                              stored, participants)
+        # The usual vote, answered at once: its stores took their locks
+        # without waiting, and the vote stays in memory until the lock,
+        # which commits it at once on a single participant.
         answer = {} if stored is None else self._stored(txn, *stored)
         if txns.settled(txn):
             return dict(answer, voted=False)
-        txns.voteInMemory(txn, partition, metadata)
+        txns.voteInMemory(txn, partition, metadata, participants,
+                          soft=shared)
         return dict(answer, voted=True, released=txn.released)
 
     @defer.inlineCallbacks
-    def _vote(self, txn, partition, metadata, pipelined, shared, stored):
+    def _vote(self, txn, partition, metadata, pipelined, shared, stored,
+              participants):
         txns = self.node.txns
         stored = yield stored
         conflicted = yield txns.settle(txn)
@@ -526,7 +548,8 @@ class ClientHandler(amp.CommandLocator):
             # (L{TransactionManager.vote}).
             yield txns.vote(txn, partition, metadata,
                             durable=shared or not pipelined,
-                            soft=pipelined and shared)
+                            soft=pipelined and shared,
+                            participants=participants)
         # What the stores resolved is told as of now, not as of their
         # end: a relock answered meanwhile may have dropped a resolved
         # store (a conflict), and its client must not hear of it as

@@ -63,7 +63,8 @@ class SQLiteDialect(Dialect):
             oids BLOB NOT NULL,
             user BLOB NOT NULL,
             description BLOB NOT NULL,
-            ext BLOB NOT NULL)""",
+            ext BLOB NOT NULL,
+            participants BLOB)""",
         """CREATE TABLE IF NOT EXISTS tobj (
             ttid INTEGER NOT NULL,
             `partition` INTEGER NOT NULL,

@@ -73,6 +73,15 @@ class StorageTransaction:
         self.afterLock = None
         #: C{(partition, metadata)} of a vote kept in memory (not durable).
         self.inMemory = None
+        #: Its records are what the next checks and resolutions of its
+        #: oids see, and its write locks are released (L{TransactionManager.
+        #: _publish}).
+        self.published = False
+        #: The nids of the nodes that write some of it, when it has other
+        #: participants and its vote is kept in memory (L{TransactionManager.
+        #: vote}): None otherwise, and empty once locked with nothing
+        #: written here (only checks).
+        self.participants = None
         #: As of its vote, the greatest TID under which another transaction
         #: released one of its oids (None if it has none): its final TID
         #: must be greater (L{TransactionManager.finish}).
@@ -301,7 +310,12 @@ class TransactionManager:
             return None
         resolve = resolve and self.resolveConflicts
         if resolve:
-            last = self._serials.get(oid)
+            holder = self._locks.get(oid)
+            if holder is not None and holder.tid is not None:
+                # Decided, not yet published (L{lock}): it is the last.
+                last = holder.tid
+            else:
+                last = self._serials.get(oid)
             if last is not None and last != serial and \
                     resolutionHopeless(compression, data):
                 # Whatever commits meanwhile, this store conflicts, and
@@ -437,6 +451,7 @@ class TransactionManager:
         # A soft vote is withdrawn (its client votes again): what it wrote
         # is replaced by the next vote, or dropped by the abort.
         txn.voted = txn.soft = False
+        txn.inMemory = None
         txn.notified.discard(oid)
         if oid in txn.stores:
             partition, serial = txn.stores[oid][:2]
@@ -453,18 +468,26 @@ class TransactionManager:
             txn.resolved.discard(oid)
         return conflict
 
-    def vote(self, txn, partition, metadata, durable=True, soft=False):
+    def vote(self, txn, partition, metadata, durable=True, soft=False,
+             participants=None):
         """
         Make the stores durable.  The transaction holds all its locks here:
         this never waits for one.  Returns a Deferred.
 
         Without C{durable} (the transaction has no other participant), the
-        vote stays in memory (L{voteInMemory}).  With C{soft}, its client
+        vote stays in memory (L{voteInMemory}).  With C{participants} (the
+        nids of its nodes that write some of it, this one or others), it
+        stays in memory too: the lock writes it, and keeps it unpublished
+        until the master unlocks it (L{lock}).  With C{soft}, its client
         may still wait for locks on other nodes: older transactions that
         wait for its locks tell that client, as they do for an unvoted one,
         and its relock withdraws the vote (L{relock}).
         """
         try:
+            if participants is not None:
+                self.voteInMemory(txn, partition, metadata, participants,
+                                  soft)
+                return defer.succeed(None)
             if not durable:
                 self.voteInMemory(txn, partition, metadata)
                 return defer.succeed(None)
@@ -485,16 +508,19 @@ class TransactionManager:
             return failure
         return d.addErrback(failed)
 
-    def voteInMemory(self, txn, partition, metadata):
+    def voteInMemory(self, txn, partition, metadata, participants=None,
+                     soft=False):
         """
         L{vote}, kept in memory, at once (raises instead of failing a
         Deferred): the lock writes everything in one step.  For a
         transaction with a single participant: a vote lost in a crash
         before the lock is a transaction that nobody committed, which the
-        master aborts anyway.
+        master aborts anyway.  With C{participants}, see L{vote}.
         """
         if self._voting(txn):
             txn.inMemory = (partition, metadata)
+            txn.participants = participants
+            txn.soft = soft
 
     def _voting(self, txn) -> bool:
         """Whether the transaction is to be voted now (not already)."""
@@ -554,6 +580,12 @@ class TransactionManager:
         commit it, transactions that built on it may have voted: the
         backend refuses every commit step from then on, and the node stops
         (L{neo.services.storage.database.SQLBackend.broken}).
+
+        Unless its vote was kept in memory with other participants
+        (L{vote}): a participant lost before it wrote its part loses it,
+        and verification then undoes the others'.  Until the master's
+        unlock (every participant wrote it), nothing may build on it: its
+        write locks stay, and its records are not published.
         """
         txn = self._txns.get(ttid)
         if txn is None:
@@ -563,17 +595,24 @@ class TransactionManager:
             txn.tid = tid
             for oid in txn.stores:
                 self._readLocks[oid] = txn
-            self._publish(txn)
+            if txn.participants is None or final:
+                self._publish(txn)
             if final:
                 return self.unlock(ttid, commit=True)
             if txn.inMemory is None:
                 d = self._db.lockTransaction(u64(ttid), u64(tid))
+            elif txn.participants is not None and not txn.stores and \
+                    txn.inMemory[1] is None:
+                # Only checks here: nothing to write, nothing to undo.
+                txn.participants = ()
+                d = defer.succeed(None)
             else:
-                # Not expected (such a vote is for a sole participant), but
-                # safe: the vote becomes durable with the lock.
+                # Without participants, not expected (such a vote is for a
+                # sole participant), but safe.
                 partition, metadata = txn.inMemory
                 d = self._db.voteAndLock(u64(ttid), u64(tid), partition,
-                                         metadata, _objects(txn))
+                                         metadata, _objects(txn),
+                                         txn.participants)
         except Exception:
             return defer.fail()
 
@@ -609,7 +648,8 @@ class TransactionManager:
         # client, who got C{released} with the vote, knows it already).
         if txn.released is not None and txn.released >= tid:
             return None
-        final = final or txn.inMemory is not None
+        final = final or (txn.inMemory is not None
+                          and txn.participants is None)
         return self.lock(ttid, tid, final=final), final
 
     #: How many ttids L{resolve} remembers refusing.
@@ -620,9 +660,9 @@ class TransactionManager:
         The master asks whether a transaction reserved for its client to
         finish here commits: yes if its client asked (L{finish}); else it
         is refused, should the client's request still come.  A vote kept
-        in memory (this node is its only participant) is aborted at once;
-        a durable one waits for the master's decision, which depends on
-        the other participants.
+        in memory as the only participant is aborted at once; any other
+        waits for the master's decision, which depends on the other
+        participants.
         """
         txn = self._txns.get(ttid)
         if txn is not None and txn.tid is not None:
@@ -630,13 +670,17 @@ class TransactionManager:
         self._refused[ttid] = None
         if len(self._refused) > self.REFUSED_KEPT:
             self._refused.popitem(last=False)
-        if txn is not None and (not txn.voted or txn.inMemory is not None):
+        if txn is not None and (not txn.voted or (
+                txn.inMemory is not None and txn.participants is None)):
             self.abort(ttid)
         return False
 
     def _publish(self, txn):
         """Make a decided transaction what the next checks and conflict
-        resolutions of its oids see, and release its write locks."""
+        resolutions of its oids see, and release its write locks (once)."""
+        if txn.published:
+            return
+        txn.published = True
         self.records.generation += 1
         for oid, (_, _, compression, data) in txn.stores.items():
             self._remember(oid, txn.tid)
@@ -676,8 +720,11 @@ class TransactionManager:
             elif commit:
                 d = self._db.commitTransaction(u64(ttid), u64(txn.tid))
             else:
-                # Written already (lock): only its mark is left to drop.
-                self._db.forgetLater(u64(ttid))
+                # Every participant wrote it: others may build on it.
+                self._publish(txn)
+                if txn.participants != ():
+                    # Written already (lock): only its mark is left to drop.
+                    self._db.forgetLater(u64(ttid))
                 d = defer.succeed(None)
         except Exception:
             d = defer.fail()
@@ -689,6 +736,24 @@ class TransactionManager:
             self._releaseAll(txn)
             return result if isinstance(result, Failure) else None
         return d.addBoth(done)
+
+    def written(self, ttid):
+        """
+        Every participant of a locked transaction wrote it, while an
+        earlier TID keeps it from being unlocked: release its write locks
+        (its vote was kept in memory, L{lock}), not its read locks.  A
+        transaction waiting for one of them may hold the reservation of
+        that earlier TID.
+        """
+        txn = self._txns.get(ttid)
+        if txn is None or txn.tid is None:
+            return
+        if txn.afterLock is not None:
+            waiter = defer.Deferred()
+            txn.afterLock.append(waiter)
+            waiter.addCallback(lambda _: self.written(ttid))
+            return
+        self._publish(txn)
 
     def abort(self, ttid):
         """Forget a transaction that is not locked.  Returns a Deferred."""
