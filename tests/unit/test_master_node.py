@@ -724,6 +724,23 @@ class RecoveryTests(MasterTestCase):
                            "tid": p64(written[1])}])
         self.assertEqual(s2.fake.named("ValidateTransaction"), [])
 
+    def test_outdatedParticipantNotTrusted(self):
+        """A participant with a cell out of date (the transaction may have
+        committed without it) is not asked: the transaction is
+        validated."""
+        ttid, tid = 0x1000, 0x1003
+        table = {"ptid": 3, "replicas": 1,
+                 "rows": [[[S1, "UP_TO_DATE"], [S2, "OUT_OF_DATE"]]
+                          if p % 2 == 0 else [[S2, "UP_TO_DATE"]]
+                          for p in range(PARTITIONS)]}
+        s1 = self.addStorage(FakeStorage(
+            pt=table, locked=[[ttid, tid, [S1, S2]]]), nid=S1)
+        s2 = self.addStorage(FakeStorage(pt=table), nid=S2)
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+        self.assertEqual(s2.fake.named("AskKnownTransaction"), [])
+        self.assertEqual(s1.fake.named("ValidateTransaction"),
+                         [{"ttid": p64(ttid), "tid": p64(tid)}])
+
     def test_allWrittenNotAsked(self):
         """Every participant holding the mark: validated, nobody asked."""
         ttid, tid = 0x1000, 0x1003

@@ -426,9 +426,14 @@ class MasterNode(BaseNode):
         participant that has no ttrans row of one either wrote it, and was
         unlocked (it knows the TID), or never did.  A participant that is
         not here cannot tell: its part is assumed written (with no replica
-        the cluster does not start without it).
+        the cluster does not start without it).  Nor can one with a cell
+        out of date: it may have been lost while the transaction committed
+        without it.
         """
-        byNid = {entry.nid: entry for entry in storages}
+        outdated = {nid for row in self.pt.rows
+                    for nid, state in row.items() if not state.readable}
+        byNid = {entry.nid: entry for entry in storages
+                 if entry.nid not in outdated}
         undone = set()
         for ttid, nids in sorted(participants.items()):
             tid = tids.get(ttid)

@@ -354,7 +354,8 @@ class MasterHandler(MasterViewHandler):
         # answered, and each then forgets its mark of the decision (the
         # ttrans row with the TID): should a participant be lost before it
         # wrote its lock, verification must still find that mark on
-        # another, to commit the vote left on it.
+        # another, to commit the durable vote left on it, or to undo the
+        # transaction if that participant's vote was in memory.
         return d.addCallback(lambda _: {})
 
     @c.NotifyTransactionWritten.responder
