@@ -861,22 +861,25 @@ class SharedInMemoryVoteTests(TransactionManagerTestCase):
                            [(PARTITION, 0xA, 0, b"a")], [1, 2])])
         self.assertEqual(self.db.callsOf("commitVoted"), [])
 
+    def lockedWithAWaiter(self):
+        """T1 stores A, votes in memory with other participants and is
+        locked under S7; T2's store of A, waiting: returned."""
+        txn = self.begin(T1)
+        self.successResultOf(self.store(txn, A, data=b"a"))
+        self.successResultOf(self.voteShared(txn))
+        self.successResultOf(self.tm.lock(T1, S7))
+        storing = self.store(self.begin(T2), A)
+        self.assertNoResult(storing)
+        return storing
+
     def test_writeLocksUntilUnlock(self):
         """
         Once locked, the next store of its oid waits for the unlock (not
         for the lock, as after a durable vote), and is checked against it
         then; its records are not published before.
         """
-        txn = self.begin(T1)
-        self.successResultOf(self.store(txn, A, data=b"a"))
-        self.successResultOf(self.voteShared(txn))
-        self.successResultOf(self.tm.lock(T1, S7))
+        storing = self.lockedWithAWaiter()
         self.assertIsNone(self.tm.records.get(A, S7))
-        other = self.begin(T2)
-        storing = self.store(other, A)
-        self.assertNoResult(storing)
-        self.assertFalse(self.tm.storeNow(other, PARTITION, B, S5, 0, b"b")
-                         and False)
         self.successResultOf(self.tm.unlock(T1))
         self.assertEqual(self.successResultOf(storing), S7)
         self.assertEqual(self.tm.records.get(A, S7)[0], S7)
@@ -885,13 +888,7 @@ class SharedInMemoryVoteTests(TransactionManagerTestCase):
         """Told that every participant wrote it (an earlier TID keeps it
         from being unlocked), it releases its write locks; loads still
         wait for the unlock."""
-        txn = self.begin(T1)
-        self.successResultOf(self.store(txn, A, data=b"a"))
-        self.successResultOf(self.voteShared(txn))
-        self.successResultOf(self.tm.lock(T1, S7))
-        other = self.begin(T2)
-        storing = self.store(other, A)
-        self.assertNoResult(storing)
+        storing = self.lockedWithAWaiter()
         self.tm.written(T1)
         self.assertEqual(self.successResultOf(storing), S7)
         reading = self.tm.readable(A)

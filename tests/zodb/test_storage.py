@@ -1482,16 +1482,35 @@ class ParticipantTests(ClusterStorageTestBase):
         finished at the nodes."""
         self.unlockedOnceEveryLockIsDurable(finishAtNode=True, inMemory=True)
 
+    def crash(self, lost, other):
+        """Lose node C{lost} as in a crash (its held steps never run),
+        once C{other} dropped the marks the master let go of (now, not a
+        second later)."""
+        from twisted.internet import defer
+
+        def crash():
+            other.db._forgetNow()
+            lost.db.whenSettled = lambda: defer.succeed(None)
+            return defer.gatherResults([other.db.whenSettled(),
+                                        lost.disownServiceParent()])
+        self._cluster.bridge.call(crash)
+
+    def restart(self, lost):
+        """Start node C{lost} again, once the cluster went back to
+        recovery, and wait for the cluster to run again."""
+        from neo.lib.states import ClusterState
+        self._cluster.waitForState(ClusterState.RECOVERING)
+        self._cluster.restartStorage(self._cluster.storages.index(lost))
+        self._cluster.waitForState(ClusterState.RUNNING)
+
     def lostBeforeItsLock(self, finishAtNode, inMemory=False):
         """
         A node lost, as in a crash, while it writes the lock of a
         transaction on two nodes that the other node wrote already: on
         recovery, the transaction is whole on both (the other node kept
         its mark of the decision, which commits the vote left on the lost
-        one).
+        one; with votes kept in memory, it is undone on the other node).
         """
-        from twisted.internet import defer
-        from neo.lib.states import ClusterState
         from neo.services.storage import database
         x, y, first, early, lost = self.committedOnTwoNodes(finishAtNode)
         self._storage._app.votesInMemory = inMemory
@@ -1508,18 +1527,8 @@ class ParticipantTests(ClusterStorageTestBase):
             return txn is None or (txn.tid is not None
                                    and txn.afterLock is None)
         self._cluster.bridge.call(self._cluster._waitFor, written)
-
-        def crash():
-            # Marks the master let go of are dropped now, not a second
-            # later; the held step never runs.
-            early.db._forgetNow()
-            lost.db.whenSettled = lambda: defer.succeed(None)
-            return defer.gatherResults([early.db.whenSettled(),
-                                        lost.disownServiceParent()])
-        self._cluster.bridge.call(crash)
-        self._cluster.waitForState(ClusterState.RECOVERING)
-        self._cluster.restartStorage(self._cluster.storages.index(lost))
-        self._cluster.waitForState(ClusterState.RUNNING)
+        self.crash(lost, early)
+        self.restart(lost)
         reader = self._new_storage_client()
         if inMemory:
             # Undone where it was written: nothing of it is left.
@@ -1560,8 +1569,6 @@ class ParticipantTests(ClusterStorageTestBase):
         dropped its own: on recovery, that other node knows the TID, and
         the transaction is committed.
         """
-        from twisted.internet import defer
-        from neo.lib.states import ClusterState
         storage = self._storage
         x, y, first, early, lost = self.committedOnTwoNodes()
         # The mark stays (a crash comes before its step).
@@ -1578,17 +1585,10 @@ class ParticipantTests(ClusterStorageTestBase):
             lost.db.lockedTransactions), [
                 (u64(ttid), u64(tid), sorted([early.nid, lost.nid]))])
 
-        def crash():
-            early.db._forgetNow()
-            lost.db.whenSettled = lambda: defer.succeed(None)
-            return defer.gatherResults([early.db.whenSettled(),
-                                        lost.disownServiceParent()])
-        self._cluster.bridge.call(crash)
+        self.crash(lost, early)
         self.assertEqual(self._cluster.bridge.call(
             early.db.lockedTransactions), [])
-        self._cluster.waitForState(ClusterState.RECOVERING)
-        self._cluster.restartStorage(self._cluster.storages.index(lost))
-        self._cluster.waitForState(ClusterState.RUNNING)
+        self.restart(lost)
         reader = self._new_storage_client()
         self.assertEqual(reader.load(x), (b"2", tid))
         self.assertEqual(reader.load(y), (b"2", tid))
