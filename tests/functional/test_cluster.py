@@ -241,14 +241,13 @@ class ConcurrencyTests(ProcessClusterTestCase):
 
 class CrashTests(ProcessClusterTestCase):
 
-    def test_killAllDuringCommits(self):
+    def commitLoad(self, db):
         """
-        kill -9 of every node during a concurrent commit load, then a
-        restart: every transaction whose tpc_finish returned is there, no
-        partial transaction is visible, and TIDs keep increasing.
+        Four threads committing, each two objects at once (on both storage
+        nodes) until C{stop} is set: returns C{(committed, tids, stop,
+        threads)} once they committed more than 40 transactions (the last
+        value each thread committed, and the TIDs).
         """
-        self.startCluster()
-        db = self.openDB(timeout=10)
         conn = db.open()
         for w in range(4):
             # Two objects per worker: written together by every commit.
@@ -288,17 +287,11 @@ class CrashTests(ProcessClusterTestCase):
         for thread in threads:
             thread.start()
         self.assertTrue(enough.wait(DEADLINE))
-        for node in self.cluster.nodes():
-            os.kill(node.process.pid, signal.SIGKILL)
-        stop.set()
-        for thread in threads:
-            thread.join(DEADLINE)
-        for node in self.cluster.nodes():
-            node.waitExit()
-        closeDB(db)
-        lastTid = max(u64(t) for t in tids)
+        return committed, tids, stop, threads
 
-        self.cluster.restart()
+    def assertWhole(self, committed, lastTid):
+        """Every transaction whose tpc_finish returned is there, no partial
+        transaction is visible, and TIDs keep increasing."""
         db = self.openDB()
         conn = db.open()
         root = conn.root()
@@ -311,6 +304,49 @@ class CrashTests(ProcessClusterTestCase):
         root["after"] = 1
         transaction.commit()
         self.assertGreater(u64(db.lastTransaction()), lastTid)
+
+    def test_killAllDuringCommits(self):
+        """
+        kill -9 of every node during a concurrent commit load, then a
+        restart: L{assertWhole}.
+        """
+        self.startCluster()
+        db = self.openDB(timeout=10)
+        committed, tids, stop, threads = self.commitLoad(db)
+        for node in self.cluster.nodes():
+            os.kill(node.process.pid, signal.SIGKILL)
+        stop.set()
+        for thread in threads:
+            thread.join(DEADLINE)
+        for node in self.cluster.nodes():
+            node.waitExit()
+        closeDB(db)
+        self.cluster.restart()
+        self.assertWhole(committed, max(u64(t) for t in tids))
+
+    def test_killOneStorageDuringCommits(self):
+        """
+        kill -9 of one storage node during a concurrent commit load (each
+        transaction on both nodes, its votes in memory there), then its
+        restart: the cluster recovers by itself, undoing what the other
+        node wrote of a transaction the killed one never wrote, and
+        L{assertWhole}.
+        """
+        self.startCluster()
+        db = self.openDB(timeout=10)
+        committed, tids, stop, threads = self.commitLoad(db)
+        killed = self.cluster.storages[1]
+        os.kill(killed.process.pid, signal.SIGKILL)
+        stop.set()
+        for thread in threads:
+            thread.join(DEADLINE)
+        killed.waitExit()
+        closeDB(db)
+        self.cluster.storages[1] = self.cluster.storageProcess(1).start()
+        self.cluster.storages[1].waitReady()
+        waitFor(lambda: self.cluster.neoctl(
+            "print", "cluster", check=False)[1].strip() == "RUNNING")
+        self.assertWhole(committed, max(u64(t) for t in tids))
 
 onMySQL = mysql.onMySQL
 

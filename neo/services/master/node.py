@@ -398,8 +398,9 @@ class MasterNode(BaseNode):
                 for ttid, tid in sorted(tids.items())
                 for entry in holders[ttid]]
             if validations:
-                self.log.info("validating {count} interrupted transactions",
-                              count=len(tids))
+                self.log.info("validating {count} interrupted transactions"
+                              " ({undone} undone)", count=len(tids),
+                              undone=len(undone))
             yield defer.gatherResults(validations, consumeErrors=True)
             answers = yield self._askAll(storages, c.AskLastIDs)
             for answer in answers:
