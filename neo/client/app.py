@@ -871,8 +871,7 @@ class ClientApp(ClusterView):
         txn.voting = True
         calls = []
         extra = {}
-        txn.votesInMemory = len(nids) > 1 and self.votesInMemory
-        if txn.votesInMemory:
+        if len(nids) > 1:
             extra["participants"] = self._participants(txn, metaNids)
         for nid in sorted(nids):
             proto = yield self.getStorage(nid)
@@ -900,11 +899,19 @@ class ClientApp(ClusterView):
     votesInMemory = True
 
     def _participants(self, txn, metaNids):
-        """The nids of the storage nodes that write some of C{txn}: its
-        stores and its metadata (not its checks)."""
+        """
+        For votes on several nodes: the nids of the storage nodes that
+        write some of C{txn} (its stores and its metadata, not its checks),
+        for its votes to stay in memory there; None if they are durable
+        (L{votesInMemory}).
+        """
+        txn.votesInMemory = self.votesInMemory
+        if not self.votesInMemory:
+            return None
+        pt, running = self.pt, self._running()
         nids = set(metaNids)
-        for oid in txn.data:
-            nids.update(self._route(txn, oid))
+        for partition in {pt.partitionOf(oid) for oid in txn.data}:
+            nids.update(pt.writable(partition, running))
         return sorted(nids)
 
     def _reserve(self, txn, nids, oids):
@@ -1047,10 +1054,7 @@ class ClientApp(ClusterView):
             if txn.protos.setdefault(nid, proto) is not proto:
                 raise ClusterError(f"the connection to {formatNid(nid)} was"
                                    " lost during the transaction")
-        participants = None
-        txn.votesInMemory = self.votesInMemory
-        if self.votesInMemory:
-            participants = self._participants(txn, metaNids)
+        participants = self._participants(txn, metaNids)
         # All sent in one go: a deadlock notification finds each vote
         # under way (L{deadlock}).
         for nid, proto in protos.items():

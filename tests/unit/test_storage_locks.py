@@ -82,8 +82,9 @@ class FakeDatabase:
 
     def forgetLater(self, ttid):
         self.calls.append(("forgetLater", ttid))
-        tid = self.locked.pop(ttid)
-        for _, oid, _, _ in self.voted.pop(ttid):
+        # A mark never written (only checks) is nothing to drop.
+        tid = self.locked.pop(ttid, None)
+        for _, oid, _, _ in self.voted.pop(ttid, ()):
             self.serials[oid] = tid
 
     def commitTransaction(self, ttid, tid):

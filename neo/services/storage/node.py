@@ -544,8 +544,9 @@ class ClientHandler(amp.CommandLocator):
         conflicted = yield txns.settle(txn)
         if not (pipelined and conflicted):
             # A pipelined vote of a transaction on this node only becomes
-            # durable with the lock, which commits it at once.  Shared, it
-            # may still wait for locks elsewhere: it is soft
+            # durable with the lock, which commits it at once; so does one
+            # with participants (written by the lock).  Shared, it may
+            # still wait for locks elsewhere: it is soft
             # (L{TransactionManager.vote}).
             yield txns.vote(txn, partition, metadata,
                             durable=shared or not pipelined,

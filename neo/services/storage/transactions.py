@@ -79,8 +79,7 @@ class StorageTransaction:
         self.published = False
         #: The nids of the nodes that write some of it, when it has other
         #: participants and its vote is kept in memory (L{TransactionManager.
-        #: vote}): None otherwise, and empty once locked with nothing
-        #: written here (only checks).
+        #: vote}): None otherwise.
         self.participants = None
         #: As of its vote, the greatest TID under which another transaction
         #: released one of its oids (None if it has none): its final TID
@@ -604,7 +603,6 @@ class TransactionManager:
             elif txn.participants is not None and not txn.stores and \
                     txn.inMemory[1] is None:
                 # Only checks here: nothing to write, nothing to undo.
-                txn.participants = ()
                 d = defer.succeed(None)
             else:
                 # Without participants, not expected (such a vote is for a
@@ -709,9 +707,7 @@ class TransactionManager:
         if not commit and txn.afterLock is not None:
             # The lock was answered before its database step (direct
             # mode): the read locks last until that step is done.
-            waiter = defer.Deferred()
-            txn.afterLock.append(waiter)
-            return waiter.addCallback(lambda _: self.unlock(ttid))
+            return self._locking(txn).addCallback(lambda _: self.unlock(ttid))
         try:
             if commit and txn.inMemory is not None:
                 partition, metadata = txn.inMemory
@@ -722,9 +718,9 @@ class TransactionManager:
             else:
                 # Every participant wrote it: others may build on it.
                 self._publish(txn)
-                if txn.participants != ():
-                    # Written already (lock): only its mark is left to drop.
-                    self._db.forgetLater(u64(ttid))
+                # Written already (lock): only its mark is left to drop
+                # (none if the node only had checks of it).
+                self._db.forgetLater(u64(ttid))
                 d = defer.succeed(None)
         except Exception:
             d = defer.fail()
@@ -749,11 +745,17 @@ class TransactionManager:
         if txn is None or txn.tid is None:
             return
         if txn.afterLock is not None:
-            waiter = defer.Deferred()
-            txn.afterLock.append(waiter)
-            waiter.addCallback(lambda _: self.written(ttid))
-            return
-        self._publish(txn)
+            self._locking(txn).addCallback(lambda _: self.written(ttid))
+        else:
+            self._publish(txn)
+
+    @staticmethod
+    def _locking(txn):
+        """A Deferred fired once the database step of the lock of C{txn},
+        under way, is done."""
+        waiter = defer.Deferred()
+        txn.afterLock.append(waiter)
+        return waiter
 
     def abort(self, ttid):
         """Forget a transaction that is not locked.  Returns a Deferred."""
