@@ -528,7 +528,7 @@ class ClientApp(ClusterView):
             stored = txn.data or txn.checked
             if stored:
                 return self.pt.partitionOf(min(stored))
-        return self.pt.partitionOf(txn.ttid)
+        return self.pt.tidPartition(txn.ttid)
 
     def _beginAhead(self, master):
         """Begin a transaction for the next commit (after an abort)."""

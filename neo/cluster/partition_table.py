@@ -2,8 +2,11 @@
 """
 The partition table: which storage nodes hold which partitions.
 
-An object lives in partition C{oid % partitions}; a transaction's metadata
-in partition C{tid % partitions}.  Each partition has cells, one per storage
+Objects go to partitions by stripes of consecutive oids: an object lives in
+partition C{oid // stripe % partitions}, so that objects created together
+(which get consecutive oids) are in one partition, and a commit that writes
+them together involves one storage node; a transaction's metadata lives in
+partition C{tid % partitions}.  Each partition has cells, one per storage
 node holding a copy, each with a L{CellState}.  This module is sans-IO: the
 master changes a table and sends the changes it returns.
 """
@@ -16,25 +19,43 @@ class PartitionTable:
     """
     @ivar ptid: the version of the table, +1 on every change; 0 if empty.
     @ivar replicas: copies wanted beyond the first.
+    @ivar stripe: consecutive oids in one partition (fixed when the table is
+        first made: it decides where every object is).
     @ivar rows: one C{{nid: CellState}} per partition.
     """
 
-    def __init__(self, partitions: int, replicas: int = 0):
+    #: The stripe of a new cluster's table: big enough for the objects
+    #: created by one commit (an object and those it holds) to be together
+    #: most of the time, small enough for a batch of new objects to be
+    #: spread over every node.
+    STRIPE = 16
+
+    def __init__(self, partitions: int, replicas: int = 0, stripe: int = 1):
         if partitions < 1:
             raise ValueError("a cluster needs at least one partition")
         if replicas < 0:
             raise ValueError("the number of replicas cannot be negative")
+        if stripe < 1:
+            raise ValueError("a stripe holds at least one oid")
         self.partitions = partitions
+        self.stripe = stripe
         self.replicas = replicas
         self.ptid = 0
         self.rows = [{} for _ in range(partitions)]
 
     # -- Queries ----------------------------------------------------------
 
-    def partitionOf(self, oidOrTid) -> int:
-        if isinstance(oidOrTid, bytes):
-            oidOrTid = u64(oidOrTid)
-        return oidOrTid % self.partitions
+    def partitionOf(self, oid) -> int:
+        """The partition of an object."""
+        if isinstance(oid, bytes):
+            oid = u64(oid)
+        return oid // self.stripe % self.partitions
+
+    def tidPartition(self, tid) -> int:
+        """The partition of a transaction's metadata (by default)."""
+        if isinstance(tid, bytes):
+            tid = u64(tid)
+        return tid % self.partitions
 
     def filled(self) -> bool:
         """Every partition has at least one cell."""
@@ -72,8 +93,9 @@ class PartitionTable:
         Build a new table over C{nids}, every cell up to date.
 
         Consecutive partitions go to different nodes (new oids are roughly
-        sequential, so writes spread over all nodes), and the copies of a
-        partition are on distinct nodes.
+        sequential, so that the stripes of a batch of new objects spread
+        over all nodes), and the copies of a partition are on distinct
+        nodes.
         """
         nids = sorted(nids)
         if not nids:
@@ -122,6 +144,7 @@ class PartitionTable:
         return {
             "ptid": self.ptid,
             "replicas": self.replicas,
+            "stripe": self.stripe,
             "rows": [[[nid, state.value] for nid, state in sorted(row.items())]
                      for row in self.rows],
         }
@@ -129,7 +152,8 @@ class PartitionTable:
     @classmethod
     def fromJson(cls, doc: dict) -> "PartitionTable":
         rows = doc["rows"]
-        table = cls(len(rows), doc["replicas"])
+        # A table saved before stripes: every oid its own stripe.
+        table = cls(len(rows), doc["replicas"], doc.get("stripe", 1))
         table.ptid = doc["ptid"]
         table.rows = [{nid: CellState(state) for nid, state in row}
                       for row in rows]
@@ -142,7 +166,7 @@ class PartitionTable:
         """
         nids = sorted(self.nids())
         lines = [f"ptid: {self.ptid}  replicas: {self.replicas}"
-                 f"  partitions: {self.partitions}"]
+                 f"  partitions: {self.partitions}  stripe: {self.stripe}"]
         width = max([len(formatNid(n)) for n in nids] + [1])
         header = " " * 5 + " ".join(formatNid(n).rjust(width) for n in nids)
         lines.append(header)

@@ -69,6 +69,7 @@ class ClusterLifeTests(ProcessClusterTestCase):
         db = self.openDB()
         self.assertEqual(neoctl("print", "cluster")[1].strip(), "RUNNING")
         pt = neoctl("print", "pt")[1].splitlines()
+        self.assertIn("partitions: 12  stripe: 16", pt[0])
         self.assertIn("S1", pt[1])
         self.assertIn("S2", pt[1])
         rows = [line.split()[1:] for line in pt[2:]]
@@ -249,11 +250,23 @@ class CrashTests(ProcessClusterTestCase):
         value each thread committed, and the TIDs).
         """
         conn = db.open()
+        root = conn.root()
+        # Two objects per worker, written together by every commit: a
+        # stripe of oids apart, for the commits to involve both nodes.
         for w in range(4):
-            # Two objects per worker: written together by every commit.
-            conn.root()[f"a{w}"] = PersistentMapping({"v": 0})
-            conn.root()[f"b{w}"] = PersistentMapping({"v": 0})
+            root[f"a{w}"] = PersistentMapping({"v": 0})
         transaction.commit()
+        storage = db.storage
+        pt = storage._app.pt
+        for _ in range(pt.stripe):
+            storage.new_oid()
+        for w in range(4):
+            root[f"b{w}"] = PersistentMapping({"v": 0})
+        transaction.commit()
+        for w in range(4):
+            self.assertNotEqual(
+                *(pt.readable(pt.partitionOf(root[f"{k}{w}"]._p_oid))
+                  for k in "ab"))
         conn.close()
         committed = {w: 0 for w in range(4)}
         tids = []

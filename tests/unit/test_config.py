@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from neo.lib.config import (
     clientEndpoint, formatAddress, parseAddress, parseMasters, serverEndpoint)
+from neo.services.master.config import MasterConfig
 from neo.services.master.tap import Options as MasterOptions
 from neo.services.storage.tap import Options as StorageOptions
 
@@ -117,25 +118,31 @@ class MasterOptionsTests(OptionsTestMixin, SynchronousTestCase):
         self.assertIn("--cluster", str(e))
 
     def test_defaults(self):
-        """A master has 12 partitions, no replica, and binds 127.0.0.1:10000."""
+        """A master has 12 partitions, no replica, stripes of 16 oids, and
+        binds 127.0.0.1:10000."""
         options = self.parse(MasterOptions, "--cluster", "test")
         self.assertEqual(options["cluster"], "test")
         self.assertEqual(options["partitions"], 12)
         self.assertEqual(options["replicas"], 0)
+        self.assertEqual(options["stripe"], 16)
+        self.assertEqual(MasterConfig.fromOptions(options).stripe, 16)
         self.assertEqual(options["bind"], ("127.0.0.1", 10000))
         self.assertEqual(options["masters"], [("127.0.0.1", 10000)])
 
     def test_commandLine(self):
         """Options given on the command line are parsed and typed."""
         options = self.parse(MasterOptions, "-c", "x", "-p", "5", "-r", "2",
-                             "-b", "[::1]:4", "-m", "h:1,h:2")
+                             "--stripe", "1", "-b", "[::1]:4", "-m", "h:1,h:2")
         self.assertEqual((options["partitions"], options["replicas"]), (5, 2))
+        self.assertEqual(MasterConfig.fromOptions(options).stripe, 1)
         self.assertEqual(options["bind"], ("::1", 4))
         self.assertEqual(options["masters"], [("h", 1), ("h", 2)])
 
     def test_badNumbers(self):
-        """Partitions must be a positive integer, replicas not negative."""
-        for argv in (["-p", "0"], ["-p", "x"], ["-r", "-1"], ["-r", "1.5"]):
+        """Partitions and stripes must be positive integers, replicas not
+        negative."""
+        for argv in (["-p", "0"], ["-p", "x"], ["-r", "-1"], ["-r", "1.5"],
+                     ["--stripe", "0"], ["--stripe", "x"]):
             self.assertRaises(usage.UsageError, self.parse, MasterOptions,
                               "-c", "x", *argv)
 

@@ -8,6 +8,7 @@ runs the master's C{callLater(0, ...)} follow-ups and moves the bytes until
 nothing moves any more.
 """
 
+import dataclasses
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
@@ -28,8 +29,9 @@ from neo.services.master.node import (
 from tests.unit.helpers import settled
 
 PARTITIONS = 4
+#: Stripes of one oid: consecutive oids on alternate nodes (L{holder}).
 CONFIG = MasterConfig(cluster="test", masters=(), bind=("127.0.0.1", 0),
-                      partitions=PARTITIONS, replicas=0)
+                      partitions=PARTITIONS, replicas=0, stripe=1)
 S1, S2, S3 = (makeNid("STORAGE", n) for n in (1, 2, 3))
 #: What a storage node without a partition table answers to AskRecovery.
 NO_TABLE = {"ptid": 0, "replicas": 0, "rows": []}
@@ -37,8 +39,8 @@ NO_TABLE = {"ptid": 0, "replicas": 0, "rows": []}
 
 def alternating(ptid):
     """A table of 4 partitions, the even ones on S1 and the odd ones on S2
-    (what the master makes over S1 and S2)."""
-    return {"ptid": ptid, "replicas": 0,
+    (what the master makes over S1 and S2), with stripes of one oid."""
+    return {"ptid": ptid, "replicas": 0, "stripe": 1,
             "rows": [[[S1 if p % 2 == 0 else S2, "UP_TO_DATE"]]
                      for p in range(PARTITIONS)]}
 
@@ -645,6 +647,39 @@ class RecoveryTests(MasterTestCase):
         self.assertEqual(answer, {"message": "starting"})
         self.assertIs(self.master.state, ClusterState.RUNNING)
         self.assertEqual(self.master.pt.readable(3), [S1])
+
+    def test_newTableStripe(self):
+        """A new table has the stripe of the master's configuration (by
+        default, 16 consecutive oids to a partition), and sends it."""
+        self.master.config = dataclasses.replace(CONFIG, stripe=16)
+        s1, s2 = self.addStorage(), self.addStorage()
+        self.master.setClusterState(ClusterState.VERIFYING)
+        self.settle()
+        pt = self.master.pt
+        self.assertEqual(pt.stripe, 16)
+        self.assertEqual(pt.stripe, MasterConfig(
+            cluster="test", masters=(), bind=("127.0.0.1", 0)).stripe)
+        self.assertEqual([pt.readable(pt.partitionOf(p64(oid)))
+                          for oid in (1, 15, 16, 31, 32)],
+                         [[S1], [S1], [S2], [S2], [S1]])
+        [sent] = s1.fake.named("SendPartitionTable")
+        self.assertEqual(sent["partitionTable"]["stripe"], 16)
+
+    def test_tableMadeBeforeStripes(self):
+        """A table saved before stripes (no stripe in it) keeps its objects
+        where they are, whatever the master's configuration: one oid per
+        stripe."""
+        self.master.config = dataclasses.replace(CONFIG, stripe=16)
+        old = alternating(3)
+        del old["stripe"]
+        self.addStorage(FakeStorage(pt=old), nid=S1)
+        s2 = self.addStorage(FakeStorage(pt=old), nid=S2)
+        self.assertIs(self.master.state, ClusterState.RUNNING)
+        self.assertEqual(self.master.pt.stripe, 1)
+        self.assertEqual(self.master.pt.toJson(), alternating(3))
+        self.assertEqual(self.master.pt.readable(
+            self.master.pt.partitionOf(p64(1))), [S2])
+        self.assertEqual(s2.fake.named("NotifyPartitionChanges"), [])
 
     def test_existingTableStartsAlone(self):
         """When the storage nodes have a table, the master starts by itself

@@ -25,16 +25,31 @@ class ConstructionTests(SynchronousTestCase):
         self.assertEqual(table.nids(), set())
 
     def test_invalidParameters(self):
-        """Zero partitions or negative replicas raise ValueError."""
+        """Zero partitions, negative replicas or an empty stripe raise
+        ValueError."""
         self.assertRaises(ValueError, PartitionTable, 0)
         self.assertRaises(ValueError, PartitionTable, 4, -1)
+        self.assertRaises(ValueError, PartitionTable, 4, 0, 0)
 
     def test_partitionOf(self):
-        """An oid or tid, packed or not, lives in partition id % partitions."""
+        """With stripes of one oid, an oid or tid, packed or not, lives in
+        partition id % partitions."""
         table = PartitionTable(12)
         self.assertEqual(table.partitionOf(25), 1)
         self.assertEqual(table.partitionOf(p64(25)), 1)
         self.assertEqual(table.partitionOf(p64(12)), 0)
+        self.assertEqual(table.tidPartition(p64(25)), 1)
+
+    def test_stripes(self):
+        """Consecutive oids share a partition by stripes, the stripes going
+        round the partitions; a transaction's metadata still goes by
+        tid % partitions."""
+        table = PartitionTable(12, stripe=16)
+        self.assertEqual([table.partitionOf(p64(oid)) for oid in
+                          (0, 15, 16, 31, 32, 16 * 12 - 1, 16 * 12, 16 * 13)],
+                         [0, 0, 1, 1, 2, 11, 0, 1])
+        self.assertEqual(table.tidPartition(p64(25)), 1)
+        self.assertEqual(table.tidPartition(25), 1)
 
 
 class MakeTests(SynchronousTestCase):
@@ -205,12 +220,26 @@ class SerialisationTests(SynchronousTestCase):
         self.assertEqual((copy.ptid, copy.replicas, copy.partitions),
                          (table.ptid, table.replicas, table.partitions))
 
+    def test_jsonStripe(self):
+        """The stripe is part of the table; a table saved without one (made
+        before stripes) keeps every oid in partition oid % partitions."""
+        table = PartitionTable(4, stripe=16)
+        table.make([S1])
+        copy = PartitionTable.fromJson(json.loads(json.dumps(table.toJson())))
+        self.assertEqual(copy.stripe, 16)
+        self.assertEqual(copy.partitionOf(18), 1)
+        doc = table.toJson()
+        del doc["stripe"]
+        old = PartitionTable.fromJson(doc)
+        self.assertEqual(old.stripe, 1)
+        self.assertEqual(old.partitionOf(18), 2)
+
     def test_jsonShape(self):
         """toJson gives ptid, replicas and sorted [nid, state] rows."""
         table = PartitionTable(2)
         table.make([S2, S1])
         self.assertEqual(table.toJson(), {
-            "ptid": 1, "replicas": 0,
+            "ptid": 1, "replicas": 0, "stripe": 1,
             "rows": [[[S1, "UP_TO_DATE"]], [[S2, "UP_TO_DATE"]]]})
 
     def test_format(self):
@@ -219,7 +248,8 @@ class SerialisationTests(SynchronousTestCase):
         table.make([S1, S2])
         table.rows[2][S2] = OUT
         lines = table.format().splitlines()
-        self.assertEqual(lines[0], "ptid: 1  replicas: 0  partitions: 3")
+        self.assertEqual(lines[0],
+                         "ptid: 1  replicas: 0  partitions: 3  stripe: 1")
         self.assertEqual(lines[1].split(), ["S1", "S2"])
         self.assertEqual([line.split() for line in lines[2:]],
                          [["0", "U", "."], ["1", ".", "U"], ["2", "U", "O"]])

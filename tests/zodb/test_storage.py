@@ -94,10 +94,11 @@ class ClusterStorageTestBase(StorageTestBase.StorageTestBase):
         return transactions
 
     def onTwoNodes(self):
-        """Two oids whose partitions are on different storage nodes."""
+        """Two oids whose partitions are on different storage nodes (in
+        consecutive stripes)."""
         from ZODB.utils import p64
         pt = self._storage._app.pt
-        x, y = p64(2), p64(1)
+        x, y = p64(1 + pt.stripe), p64(1)
         self.assertNotEqual(pt.readable(pt.partitionOf(x)),
                             pt.readable(pt.partitionOf(y)))
         return x, y
@@ -1256,7 +1257,7 @@ class ParticipantTests(ClusterStorageTestBase):
             self.assertEqual(txn.voted,
                              set(app.pt.readable(app.pt.partitionOf(oid))))
             tid = storage.tpc_finish(t)
-            self.assertEqual(app.pt.partitionOf(tid), app.pt.partitionOf(oid))
+            self.assertEqual(app.pt.tidPartition(tid), app.pt.partitionOf(oid))
             self.assertEqual(storage.load(oid), (b"x", tid))
 
 

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from neo.cluster.partition_table import PartitionTable
+
 
 @dataclass(frozen=True)
 class MasterConfig:
@@ -10,11 +12,12 @@ class MasterConfig:
     bind: tuple
     partitions: int = 12
     replicas: int = 0
+    stripe: int = PartitionTable.STRIPE
     addressFile: str = None
 
     @classmethod
     def fromOptions(cls, options) -> "MasterConfig":
         return cls(cluster=options["cluster"], masters=tuple(options["masters"]),
                    bind=options["bind"], partitions=options["partitions"],
-                   replicas=options["replicas"],
+                   replicas=options["replicas"], stripe=options["stripe"],
                    addressFile=options["address-file"])

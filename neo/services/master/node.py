@@ -329,10 +329,13 @@ class MasterNode(BaseNode):
             if not (self.startAllowed and pending):
                 return "no partition table yet: waiting for neoctl start"
             self.pt = PartitionTable(self.config.partitions,
-                                     self.config.replicas)
+                                     self.config.replicas, self.config.stripe)
             self.pt.make(ready)
-            self.log.info("new partition table over {count} storage nodes",
-                          count=len(ready))
+            self.log.info("new partition table over {count} storage nodes"
+                          " ({partitions} partitions, stripes of {stripe}"
+                          " oids)", count=len(ready),
+                          partitions=self.pt.partitions,
+                          stripe=self.pt.stripe)
         else:
             if self.startAllowed:
                 if not self.pt.operational(ready):
@@ -523,9 +526,9 @@ class MasterNode(BaseNode):
             raise NotReady(f"the cluster is {self.state.value}")
         pt, running = self.pt, self.runningNids()
         if metaPartition is None:
-            metaPartition = pt.partitionOf(txn.ttid)
+            metaPartition = pt.tidPartition(txn.ttid)
         elif not 0 <= metaPartition < pt.partitions or (
-                txn.imposed and metaPartition != pt.partitionOf(txn.ttid)):
+                txn.imposed and metaPartition != pt.tidPartition(txn.ttid)):
             raise Denied(f"the metadata of transaction {u64(ttid):#x}"
                          f" cannot be in partition {metaPartition}")
         partitions = {pt.partitionOf(o) for o in oids}

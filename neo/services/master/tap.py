@@ -2,6 +2,7 @@
 
 from twisted.python import usage
 
+from neo.cluster.partition_table import PartitionTable
 from neo.lib.config import NodeOptions
 
 
@@ -16,12 +17,18 @@ class Options(NodeOptions):
          " partition table is first made [default: 12]."],
         ["replicas", "r", None, "Copies of each partition beyond the first"
          " [default: 0]."],
+        ["stripe", None, None, "Consecutive oids that share a partition,"
+         " used when the partition table is first made: objects created"
+         " together then live on one storage node, and commits that change"
+         " them together involve that node only; 1 spreads consecutive"
+         f" objects over every node [default: {PartitionTable.STRIPE}]."],
     ]
     nodeDefaults = dict(NodeOptions.nodeDefaults, bind="127.0.0.1:10000",
-                    partitions="12", replicas="0")
+                        partitions="12", replicas="0",
+                        stripe=str(PartitionTable.STRIPE))
 
     def checkOptions(self):
-        for key, low in (("partitions", 1), ("replicas", 0)):
+        for key, low in (("partitions", 1), ("replicas", 0), ("stripe", 1)):
             try:
                 self[key] = int(self[key])
             except ValueError:

@@ -247,9 +247,13 @@ class StorageNode(BaseNode, ClusterView):
         if proto is not None:
             proto.notify(c.NotifyDeadlock, ttid=txn.ttid, oid=oid)
 
-    def partitionOf(self, oidOrTid):
+    def partitionOf(self, oidOrTid, tid=False):
+        """The partition of an object, or with C{tid} of a transaction's
+        metadata."""
         if self.pt is None:
             raise NotReady("no partition table")
+        if tid:
+            return self.pt.tidPartition(oidOrTid)
         return self.pt.partitionOf(oidOrTid)
 
 
@@ -510,7 +514,7 @@ class ClientHandler(amp.CommandLocator):
                         participants=None):
         client = self._client()
         if partition is None:
-            partition = self.node.partitionOf(ttid)
+            partition = self.node.partitionOf(ttid, tid=True)
         elif not 0 <= partition < self.node.pt.partitions:
             raise ProtocolError(f"no partition {partition}")
         if records is not None and not pipelined:
