@@ -662,8 +662,9 @@ class RecoveryTests(MasterTestCase):
         self.assertEqual([pt.readable(pt.partitionOf(p64(oid)))
                           for oid in (1, 15, 16, 31, 32)],
                          [[S1], [S1], [S2], [S2], [S1]])
-        [sent] = s1.fake.named("SendPartitionTable")
-        self.assertEqual(sent["partitionTable"]["stripe"], 16)
+        for peer in (s1, s2):
+            [sent] = peer.fake.named("SendPartitionTable")
+            self.assertEqual(sent["partitionTable"]["stripe"], 16)
 
     def test_tableMadeBeforeStripes(self):
         """A table saved before stripes (no stripe in it) keeps its objects
