@@ -35,8 +35,9 @@ class PartitionTable:
             raise ValueError("a cluster needs at least one partition")
         if replicas < 0:
             raise ValueError("the number of replicas cannot be negative")
-        if stripe < 1:
-            raise ValueError("a stripe holds at least one oid")
+        if type(stripe) is not int or stripe < 1:
+            raise ValueError(f"invalid stripe {stripe!r}: a stripe holds a"
+                             " whole number of oids, at least one")
         self.partitions = partitions
         self.stripe = stripe
         self.replicas = replicas

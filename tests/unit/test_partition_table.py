@@ -30,6 +30,9 @@ class ConstructionTests(SynchronousTestCase):
         self.assertRaises(ValueError, PartitionTable, 0)
         self.assertRaises(ValueError, PartitionTable, 4, -1)
         self.assertRaises(ValueError, PartitionTable, 4, 0, 0)
+        self.assertRaises(ValueError, PartitionTable.fromJson,
+                          {"ptid": 1, "replicas": 0, "stripe": "16",
+                           "rows": [[]]})
 
     def test_partitionOf(self):
         """With stripes of one oid, an oid or tid, packed or not, lives in
