@@ -20,6 +20,12 @@ log = Logger()
 
 class SQLiteDialect(Dialect):
     name = "SQLite"
+    #: The tables of a new database.  obj and trans are clustered by their
+    #: primary key (WITHOUT ROWID: one B-tree fewer to write on every
+    #: commit, and loads find a record in one), and data ids are allotted
+    #: by the node itself (no AUTOINCREMENT, which writes its counter's
+    #: page on every insert).  A database made before keeps its tables,
+    #: which answer the same statements the same way.
     schema = [
         """CREATE TABLE IF NOT EXISTS config (
             name TEXT NOT NULL PRIMARY KEY,
@@ -33,18 +39,18 @@ class SQLiteDialect(Dialect):
             description BLOB NOT NULL,
             ext BLOB NOT NULL,
             ttid INTEGER NOT NULL,
-            PRIMARY KEY (`partition`, tid))""",
+            PRIMARY KEY (`partition`, tid)) WITHOUT ROWID""",
         """CREATE TABLE IF NOT EXISTS obj (
             `partition` INTEGER NOT NULL,
             oid INTEGER NOT NULL,
             tid INTEGER NOT NULL,
             data_id INTEGER,
             value_tid INTEGER,
-            PRIMARY KEY (`partition`, oid, tid))""",
+            PRIMARY KEY (`partition`, oid, tid)) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS obj_tid ON obj(`partition`, tid, oid)",
         "CREATE INDEX IF NOT EXISTS obj_data ON obj(data_id)",
         """CREATE TABLE IF NOT EXISTS data (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id INTEGER PRIMARY KEY,
             hash BLOB NOT NULL,
             compression INTEGER NOT NULL,
             size INTEGER NOT NULL,
