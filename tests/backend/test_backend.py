@@ -22,6 +22,7 @@ from neo.services.storage.database import (
 from neo.services.storage.interfaces import IStorageBackend
 from neo.services.storage.node import makeBackend
 from neo.services.storage.pool import SerialThreadPool
+from neo.services.storage.sqlite import SQLiteDialect
 from tests import mysql
 
 P = 1  # the partition used
@@ -551,6 +552,49 @@ class SQLiteBackendTests(BackendTests, unittest.TestCase):
         self.assertEqual(len(started), 1)
         self.bridge.call(lambda: defer.gatherResults(started))
         self.assertGreater(os.path.getsize(db.path), size + 200000)
+
+    def tableSQL(self, path):
+        conn = sqlite3.connect(path)
+        try:
+            return dict(conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type='table'"))
+        finally:
+            conn.close()
+
+    def test_tablesMadeBefore(self):
+        """
+        A new database clusters obj and trans by their primary key, with
+        data ids allotted without AUTOINCREMENT; one whose tables were made
+        before (rowid tables, AUTOINCREMENT) keeps them, and commits,
+        loads, shares identical records and undoes as well.
+        """
+        tables = self.tableSQL(self.open(key="new").path)
+        self.assertIn("WITHOUT ROWID", tables["obj"])
+        self.assertIn("WITHOUT ROWID", tables["trans"])
+        self.assertNotIn("AUTOINCREMENT", tables["data"])
+        conn = sqlite3.connect(self.database())
+        for statement in SQLiteDialect.schema:
+            conn.execute(statement.replace(" WITHOUT ROWID", "").replace(
+                "id INTEGER PRIMARY KEY,", "id INTEGER PRIMARY KEY"
+                " AUTOINCREMENT,"))
+        conn.close()
+        db = self.open()
+        self.commit(db, 100, 110, [(P, 7, 0, b"one"), (P, 8, 0, b"one")],
+                    (b"user", b"desc", b"ext", b"\0" * 7 + b"\7"))
+        self.commit(db, 200, 210, [(P, 7, 1, b"two")])
+        self.call(db, "voteAndLock", 300, 310, P, None, [(P, 9, 0, b"three")],
+                  [1, 2])
+        self.call(db, "undoTransaction", 300, 310, [P])
+        self.assertEqual(self.call(db, "load", P, 7, None, None),
+                         (210, None, 1, b"two", False))
+        self.assertEqual(self.call(db, "load", P, 7, None, 210),
+                         (110, 210, 0, b"one", False))
+        with self.assertRaises(OidDoesNotExist):
+            self.call(db, "load", P, 9, None, None)
+        self.assertEqual(self.dataRows(db), 2)
+        tables = self.tableSQL(db.path)
+        self.assertNotIn("WITHOUT ROWID", tables["obj"])
+        self.assertIn("AUTOINCREMENT", tables["data"])
 
     def test_foreignDatabase(self):
         """A database not made by NEO is refused, not changed."""
