@@ -247,14 +247,16 @@ class StorageNode(BaseNode, ClusterView):
         if proto is not None:
             proto.notify(c.NotifyDeadlock, ttid=txn.ttid, oid=oid)
 
-    def partitionOf(self, oidOrTid, tid=False):
-        """The partition of an object, or with C{tid} of a transaction's
-        metadata."""
+    def _table(self):
         if self.pt is None:
             raise NotReady("no partition table")
-        if tid:
-            return self.pt.tidPartition(oidOrTid)
-        return self.pt.partitionOf(oidOrTid)
+        return self.pt
+
+    def partitionOf(self, oid):
+        return self._table().partitionOf(oid)
+
+    def tidPartition(self, tid):
+        return self._table().tidPartition(tid)
 
 
 class MasterHandler(MasterViewHandler):
@@ -514,7 +516,7 @@ class ClientHandler(amp.CommandLocator):
                         participants=None):
         client = self._client()
         if partition is None:
-            partition = self.node.partitionOf(ttid, tid=True)
+            partition = self.node.tidPartition(ttid)
         elif not 0 <= partition < self.node.pt.partitions:
             raise ProtocolError(f"no partition {partition}")
         if records is not None and not pipelined:
