@@ -36,6 +36,7 @@ from persistent import Persistent
 from ZODB.POSException import ConflictError
 
 from neo.lib.launch import LocalCluster, NodeFailed
+from neo.services.storage.config import SYNC_MODES
 
 #: Workloads in the order they run, with their unit.
 WORKLOADS = [
@@ -107,7 +108,8 @@ class NEOTarget(Target):
         os.makedirs(directory)
         cluster = self.cluster = BenchCluster(
             directory, storages=o.storages, name=self.clusterName,
-            adapter=o.adapter, replicas=o.replicas, mysql=o.mysql)
+            adapter=o.adapter, replicas=o.replicas, mysql=o.mysql,
+            sync=o.sync)
         log(f"starting a NEO cluster: 1 master, {o.storages} storage(s) on"
             f" {o.adapter}, {o.replicas} replica(s)")
         try:
@@ -154,9 +156,15 @@ class NEOTarget(Target):
 class BenchCluster(LocalCluster):
     """The local cluster the benchmark starts (MySQL databases its own)."""
 
-    def __init__(self, directory, mysql=None, **kwargs):
+    def __init__(self, directory, mysql=None, sync=None, **kwargs):
         super().__init__(directory, **kwargs)
         self.mysql = mysql
+        self.sync = sync
+
+    def storageProcess(self, i, *extra, cluster=None):
+        if self.sync is not None:
+            extra = ("--sync", self.sync, *extra)
+        return super().storageProcess(i, *extra, cluster=cluster)
 
     def database(self, i):
         if self.adapter == "SQLite":
@@ -728,6 +736,12 @@ def parseArgs(argv):
                         help="MySQL user and server for --adapter MySQL, as"
                         " USER[:PASSWORD]@@HOST:PORT (databases neobench_*"
                         " are created and dropped)")
+    parser.add_argument("--sync", type=str.upper, choices=SYNC_MODES,
+                        help="SQLite: when the storage nodes sync commits to"
+                        " disk: FULL, every commit, as FileStorage does"
+                        " (neo-storage's default); NORMAL, only at"
+                        " checkpoints (a power loss may lose the last"
+                        " commits)")
     parser.add_argument("--storages", type=int, default=1,
                         help="storage nodes of the cluster started here")
     parser.add_argument("--replicas", type=int, default=0,
@@ -775,6 +789,9 @@ def parseArgs(argv):
             parser.error("--name is needed with the addresses of a running"
                          " cluster")
     if options.adapter == "MySQL":
+        if options.sync is not None:
+            parser.error("--sync is for SQLite: with MySQL, the server"
+                         " decides (innodb_flush_log_at_trx_commit)")
         from neo.services.storage.mysql import parseDSN
         user, at, host = options.mysql.partition("@@")
         try:
@@ -810,7 +827,11 @@ def describeNEO(options) -> str:
     if options.master_nodes:
         return (f"the running cluster {options.name!r} of master(s)"
                 f" {options.master_nodes}")
-    return (f"{options.storages} storage(s) on {options.adapter},"
+    synced = ""
+    if options.adapter == "SQLite":
+        synced = (" (commits synced)" if (options.sync or SYNC_MODES[0])
+                  == "FULL" else " (commits not synced)")
+    return (f"{options.storages} storage(s) on {options.adapter}{synced},"
             f" {options.replicas} replica(s)")
 
 

@@ -42,11 +42,11 @@ class BackendTests:
     def database(self, key="db"):
         raise NotImplementedError
 
-    def open(self, cluster="test", key="db"):
+    def open(self, cluster="test", key="db", **settings):
         from twisted.internet import reactor
         config = StorageConfig(cluster=cluster, masters=(), bind=None,
                                adapter=self.adapter,
-                               database=self.database(key))
+                               database=self.database(key), **settings)
         backend = self.bridge.call(lambda: makeBackend(config, reactor))
         self.backends.append(backend)
         self.addCleanup(self.bridge.call, backend.close)
@@ -515,6 +515,31 @@ class SQLiteBackendTests(BackendTests, unittest.TestCase):
         with self.assertRaises(DatabaseError) as e:
             self.open()
         self.assertIn("used by another process", str(e.exception))
+
+    def synchronous(self, db):
+        """The synchronous mode of the connections of C{db}: the one of
+        the commits and the one of the checkpoints."""
+        return [self.bridge.call(pool.runQuery, "PRAGMA synchronous")[0][0]
+                for pool in (db._pool, db._checkpointPool)]
+
+    def test_syncedCommits(self):
+        """
+        By default, each commit is synced to disk (synchronous FULL, 2):
+        it survives a power loss, as with FileStorage.  With NORMAL (1),
+        only checkpoints are.
+        """
+        self.assertEqual(self.synchronous(self.open()), [2, 2])
+        db = self.open(key="normal", sync="NORMAL")
+        self.assertEqual(self.synchronous(db), [1, 1])
+        self.commit(db, 100, 110, [(P, 1, 0, b"x")])
+        self.assertEqual(self.call(db, "load", P, 1, None, None)[3], b"x")
+
+    def test_unknownSync(self):
+        """A synchronous mode other than FULL and NORMAL is refused."""
+        from twisted.internet import reactor
+        from neo.services.storage.sqlite import SQLiteBackend
+        with self.assertRaises(ValueError):
+            SQLiteBackend(self.database(), "test", reactor, sync="OFF")
 
     def test_checkpointInBackground(self):
         """

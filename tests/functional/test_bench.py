@@ -100,11 +100,35 @@ class BenchSmokeTests(unittest.TestCase):
         the running one given (not the options of a cluster not started)."""
         from neo.bench import describeNEO, parseArgs
         self.assertEqual(describeNEO(parseArgs(["--storages", "2"])),
-                         "2 storage(s) on SQLite, 0 replica(s)")
+                         "2 storage(s) on SQLite (commits synced),"
+                         " 0 replica(s)")
+        self.assertEqual(describeNEO(parseArgs(["--sync", "normal"])),
+                         "1 storage(s) on SQLite (commits not synced),"
+                         " 0 replica(s)")
+        self.assertEqual(describeNEO(parseArgs(["--adapter", "MySQL"])),
+                         "1 storage(s) on MySQL, 0 replica(s)")
         self.assertEqual(
             describeNEO(parseArgs(["--masters", "127.0.0.1:10000",
                                    "--name", "demo"])),
             "the running cluster 'demo' of master(s) 127.0.0.1:10000")
+
+    def test_sync(self):
+        """--sync reaches the storage nodes the benchmark starts, and is
+        refused with MySQL, whose server decides."""
+        from neo.bench import BenchCluster
+        for sync in ("NORMAL", None):
+            cluster = BenchCluster("/nonexistent", sync=sync)
+            cluster.masterAddress = "127.0.0.1:1"
+            args = cluster.storageProcess(0).args
+            if sync is None:
+                self.assertNotIn("--sync", args)
+            else:
+                self.assertEqual(args[args.index("--sync") + 1], sync)
+        result = subprocess.run(
+            [sys.executable, "-m", "neo.bench", "--adapter", "MySQL",
+             "--sync", "FULL"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("innodb_flush_log_at_trx_commit", result.stderr)
 
     def test_badMySQLOption(self):
         """A --mysql value of the wrong shape is refused before anything

@@ -269,6 +269,30 @@ class StorageOptionsTests(OptionsTestMixin, SynchronousTestCase):
         self.assertRaises(usage.UsageError, self.parse, StorageOptions,
                           "-f", path, "-s", "s1")
 
+    def test_sync(self):
+        """
+        SQLite syncs every commit by default; --sync NORMAL (any case) only
+        its checkpoints; other modes are refused, and so is --sync with
+        MySQL, whose server decides.
+        """
+        from neo.services.storage.config import StorageConfig
+        options = self.parse(StorageOptions, "-c", "x", "-d", "s.db")
+        self.assertEqual(options["sync"], "FULL")
+        self.assertEqual(StorageConfig.fromOptions(options).sync, "FULL")
+        options = self.parse(StorageOptions, "-c", "x", "-d", "s.db",
+                             "--sync", "normal")
+        self.assertEqual(StorageConfig.fromOptions(options).sync, "NORMAL")
+        e = self.assertRaises(usage.UsageError, self.parse, StorageOptions,
+                              "-c", "x", "-d", "s.db", "--sync", "off")
+        self.assertIn("FULL, NORMAL", str(e))
+        e = self.assertRaises(usage.UsageError, self.parse, StorageOptions,
+                              "-c", "x", "-d", "root@neo", "-a", "MySQL",
+                              "--sync", "FULL")
+        self.assertIn("innodb_flush_log_at_trx_commit", str(e))
+        options = self.parse(StorageOptions, "-c", "x", "-d", "root@neo",
+                             "-a", "MySQL")
+        self.assertIsNone(options["sync"])
+
     def test_reset(self):
         """--reset is a flag."""
         options = self.parse(StorageOptions, "-c", "x", "-d", "s.db",

@@ -35,7 +35,8 @@ def makeBackend(config, reactor):
     adapter = (config.adapter or "SQLite").lower()
     if adapter == "sqlite":
         from neo.services.storage.sqlite import SQLiteBackend
-        return SQLiteBackend(config.database, config.cluster, reactor)
+        return SQLiteBackend(config.database, config.cluster, reactor,
+                             sync=config.sync)
     if adapter == "mysql":
         from neo.services.storage.mysql import MySQLBackend
         return MySQLBackend(config.database, config.cluster, reactor)

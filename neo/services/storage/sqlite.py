@@ -6,12 +6,14 @@ One connection (L{SerialConnectionPool}) keeps statements in submission order
 and avoids "database is locked"; a lock file keeps a second process away.
 """
 
+import functools
 import os
 
 import zc.lockfile
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from neo.services.storage.config import SYNC_MODES
 from neo.services.storage.database import DatabaseError, Dialect, SQLBackend
 from neo.services.storage.pool import SerialConnectionPool
 
@@ -87,11 +89,12 @@ class SQLiteDialect(Dialect):
 WAL_PAGES = 8192
 
 
-def _configure(conn):
-    # WAL: readers never block the writer; NORMAL: a commit survives a
-    # crash of the process (not necessarily a power loss).
+def _configure(conn, sync):
+    # WAL: readers never block the writer.  Synchronous FULL: each commit
+    # syncs the log, and survives a power loss; NORMAL: only checkpoints
+    # sync, and a commit survives a crash of the process.
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA synchronous={sync}")
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
     conn.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
     conn.text_factory = str
@@ -119,9 +122,12 @@ class SQLiteBackend(SQLBackend):
     #: L{WAL_PAGES}).
     CHECKPOINT_BYTES = WAL_PAGES * 4096 // 4
 
-    def __init__(self, path, cluster, reactor):
+    def __init__(self, path, cluster, reactor, sync=SYNC_MODES[0]):
         super().__init__(cluster, reactor)
+        if sync not in SYNC_MODES:
+            raise ValueError(f"unknown synchronous mode {sync!r}")
         self.path = path
+        self.sync = sync
         self._lock = None
         self._checkpointPool = None
         #: The Deferred of the checkpoint in progress, if any.
@@ -143,7 +149,8 @@ class SQLiteBackend(SQLBackend):
                 f"{self.path} is used by another process"))
         self._pool, self._checkpointPool = (SerialConnectionPool(
             "sqlite3", self.path, check_same_thread=False,
-            cp_openfun=_configure, cp_reactor=self._reactor)
+            cp_openfun=functools.partial(_configure, sync=self.sync),
+            cp_reactor=self._reactor)
             for _ in range(2))
         return defer.succeed(None)
 

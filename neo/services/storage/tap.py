@@ -3,6 +3,7 @@
 from twisted.python import usage
 
 from neo.lib.config import NodeOptions
+from neo.services.storage.config import SYNC_MODES
 
 ADAPTERS = ("SQLite", "MySQL")
 
@@ -19,6 +20,14 @@ class Options(NodeOptions):
          " file path. MySQL: [user[:password]@]database[@host[:port]] or"
          " [user[:password]@]database/path/to/unix_socket (created if the"
          " user may)."],
+        ["sync", None, None, "SQLite: when commits are synced to disk."
+         " FULL [default]: every commit, as FileStorage does, so that a"
+         " commit survives a power loss. NORMAL: only when the write-ahead"
+         " log is copied into the database, so that a commit survives a"
+         " crash of the node, but a power loss or a crash of the machine may"
+         " lose the last ones (faster commits; replicas on other machines"
+         " make up for it). MySQL: the server's"
+         " innodb_flush_log_at_trx_commit decides."],
     ]
     optFlags = [["reset", None, "Wipe this node's data before starting."],
                 ["no-node-resolution", None, "Leave the resolution of"
@@ -36,6 +45,18 @@ class Options(NodeOptions):
                 f"unknown adapter {self['adapter']!r}: use one of "
                 + ", ".join(ADAPTERS))
         self["adapter"] = adapter
+        if adapter == "SQLite":
+            sync = (self["sync"] or SYNC_MODES[0]).upper()
+            if sync not in SYNC_MODES:
+                raise usage.UsageError(
+                    f"unknown --sync {self['sync']!r}: use one of "
+                    + ", ".join(SYNC_MODES))
+            self["sync"] = sync
+        elif self["sync"] is not None:
+            raise usage.UsageError(
+                "--sync is for SQLite: with MySQL, the server's"
+                " innodb_flush_log_at_trx_commit decides when commits are"
+                " synced to disk")
         if adapter == "MySQL":
             from neo.services.storage.mysql import parseDSN
             try:
