@@ -217,8 +217,13 @@ class Storage(ConflictResolvingStorage):
         return data, serial, next
 
     def _readAhead(self, data):
-        """A miss: fetch what the record refers to, ZODB loads it next."""
-        if not self._prefetch:
+        """
+        A miss: fetch what the record refers to, ZODB loads it next.  A
+        record larger than those read ahead is not searched: it is most
+        likely data, and parsing it would cost more than its load (2 ms
+        for 1 MiB).
+        """
+        if not self._prefetch or len(data) > ClientApp.PREFETCH_LARGEST:
             return
         try:
             oids = referencesf(data)

@@ -403,6 +403,53 @@ class ReadAheadTests(ClusterStorageTestBase):
         self.assertEqual(storage._cache._loading, {})
 
 
+    def test_largeRecordNotSearched(self):
+        """
+        The references of a record loaded are read ahead, unless it is
+        larger than the records read ahead: parsing it would cost more
+        than its load.
+        """
+        import io
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        from persistent.mapping import PersistentMapping
+        from zodbpickle import pickle
+        from neo.client.app import ClientApp
+        storage = self._storage
+        child, small, large = (storage.new_oid() for _ in range(3))
+        held = object()
+
+        def record(padding):
+            # As ZODB writes it: the class, then the state, which refers to
+            # the child by a persistent reference.
+            f = io.BytesIO()
+            pickler = pickle.Pickler(f, 3)
+            pickler.persistent_id = lambda obj: (
+                (child, PersistentMapping) if obj is held else None)
+            pickler.dump((PersistentMapping, None))
+            pickler.dump({"data": {"child": held, "pad": padding}})
+            return f.getvalue()
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(child, z64, record(b""), "", t)
+        storage.store(small, z64, record(b"s" * 1000), "", t)
+        storage.store(large, z64, record(
+            b"l" * (ClientApp.PREFETCH_LARGEST + 1)), "", t)
+        storage.tpc_vote(t)
+        storage.tpc_finish(t)
+        fired = []
+        fire = storage._bridge.fire
+        storage._bridge.fire = lambda f, *args: (
+            fired.append(args) if f == storage._app.prefetch else None,
+            fire(f, *args))
+        self.addCleanup(setattr, storage._bridge, "fire", fire)
+        storage._cache.clear()
+        storage.loadBefore(large, b"\xff" * 8)
+        self.assertEqual(fired, [])
+        storage.loadBefore(small, b"\xff" * 8)
+        self.assertEqual(fired, [([child],)])
+
+
 class CommitPathTests(ClusterStorageTestBase):
     """What a commit asks of the master."""
 
