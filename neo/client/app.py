@@ -382,31 +382,50 @@ class ClientApp(ClusterView):
         """
         Read ahead the current revision of objects a loaded record refers
         to, into the cache: ZODB will likely load them next.  Best effort:
-        failures are ignored.
+        failures are ignored.  Returns a Deferred fired once the answers
+        are in the cache.
         """
         if self.master is None:
-            return
+            return None
+        batches = {}
         for oid in self.cache.missing(oids):
             for nid in self.pt.readable(self.pt.partitionOf(oid),
                                         self._running()):
                 proto = self._storages.get(nid)
                 if proto is not None and proto.connected:
-                    self.cache.beginLoad(oid)
-                    d = proto.ask(c.AskObject, oid=oid,
-                                  maxSize=self.PREFETCH_LARGEST)
-                    d.addBoth(self._prefetched, oid)
+                    batches.setdefault(proto, []).append(oid)
                     break
+        # One message per node, answered in one database call there.
+        asked = []
+        for proto, batch in batches.items():
+            for oid in batch:
+                self.cache.beginLoad(oid)
+            d = proto.ask(c.AskObjects, oids=batch,
+                          maxSize=self.PREFETCH_LARGEST)
+            asked.append(d.addBoth(self._prefetched, batch))
+        return defer.gatherResults(asked)
 
-    def _prefetched(self, answer, oid):
-        data = None
-        if (not isinstance(answer, Failure) and not answer["deleted"]
-                and not answer["tooLarge"]):
-            data = uncompressed(answer["compression"], answer["data"])
-        if data is None:
-            self.cache.endLoad(oid, ZERO_TID, ZERO_TID)
-        else:
-            self.cache.endLoad(oid, answer["serial"], answer["nextSerial"],
-                               data, readAhead=True)
+    def _prefetched(self, answer, oids):
+        records = {}
+        if not isinstance(answer, Failure):
+            try:
+                records = {oid: (serial, compression, data) for
+                           oid, serial, compression, data in c.unpackRecords(
+                               answer["records"])}
+            except ProtocolError as e:
+                self.log.warn("a read-ahead answer was malformed: {error}",
+                              error=e)
+        for oid in oids:
+            record = records.get(oid)
+            if record is None:
+                self.cache.endLoad(oid, ZERO_TID, ZERO_TID)
+            else:
+                serial, compression, data = record
+                # Current when the node read it: an invalidation since
+                # is recorded in the meantime (beginLoad).
+                self.cache.endLoad(oid, serial, None,
+                                   uncompressed(compression, data),
+                                   readAhead=True)
 
     @staticmethod
     def _loaded(answer):

@@ -19,7 +19,7 @@ from neo.lib.states import ClusterState
 from neo.protocols.arguments import BigBytes, Enum, Json, Oid, OidList, Tid
 from neo.protocols.errors import COMMON_ERRORS, FATAL_ERRORS, ProtocolError
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 
 
 class Command(amp.Command):
@@ -547,14 +547,28 @@ class AskObject(Command):
     """
 
     arguments = [(b"oid", Oid()), (b"serial", Tid(optional=True)),
-                 (b"before", Tid(optional=True)),
-                 (b"maxSize", amp.Integer(optional=True))]
-    #: With C{maxSize} (read-ahead), a larger record is not sent: C{data}
-    #: is empty and C{tooLarge} true.
+                 (b"before", Tid(optional=True))]
     response = [(b"serial", Tid()), (b"nextSerial", Tid(optional=True)),
                 (b"compression", amp.Integer()), (b"data", BigBytes()),
-                (b"deleted", amp.Boolean()),
-                (b"tooLarge", amp.Boolean(optional=True))]
+                (b"deleted", amp.Boolean())]
+
+
+class AskObjects(Command):
+    """
+    Read-ahead: the current revision of each of C{oids} (at most
+    L{MAX_READ_AHEAD}) that the node has at hand at once, in one answer:
+    C{records} packs oid, serial, compression and data as
+    L{StoreObjects} does (L{packRecords}).  Left out: the objects being
+    committed (the client loads them when it needs them), deleted or
+    unknown ones, and records larger than C{maxSize}.
+    """
+
+    arguments = [(b"oids", OidList()), (b"maxSize", amp.Integer())]
+    response = [(b"records", BigBytes())]
+
+
+#: The most oids one L{AskObjects} may ask for.
+MAX_READ_AHEAD = 1000
 
 
 # -- Admin relays and neoctl <-> admin ----------------------------------------

@@ -353,6 +353,19 @@ class BackendTests:
         self.assertEqual(self.call(db, "load", P, 8, None, None, 10),
                          (110, None, 0, b"y", False))
 
+    def test_loadLatest(self):
+        """The current revisions of several objects in one call: each as a
+        load answers it (not read if larger than the cap), None for an
+        object that does not exist."""
+        db = self.open()
+        self.commit(db, 100, 110, [(P, 7, 0, b"x" * 100), (P, 8, 0, b"y")])
+        self.commit(db, 200, 210, [(P, 8, 1, b"z")])
+        self.assertEqual(
+            self.call(db, "loadLatest", [(P, 8), (P, 9), (P, 7)], 10),
+            [(210, None, 1, b"z", False), None, (110, None, 0, None, False)])
+        self.assertEqual(self.call(db, "loadLatest", [(P, 7)])[0][3],
+                         b"x" * 100)
+
     def test_votedIsInvisible(self):
         """Voted data is not visible; the lock writes it to the permanent
         tables (clients wait for the unlock, in the node's memory), and

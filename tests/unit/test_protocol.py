@@ -44,7 +44,7 @@ class FakeStorage(amp.CommandLocator):
         self.stalled = []
 
     @c.AskObject.responder
-    def askObject(self, oid, serial, before, maxSize=None):
+    def askObject(self, oid, serial, before):
         self.received.append(("AskObject", oid))
         if self.stall:
             d = defer.Deferred()

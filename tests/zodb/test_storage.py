@@ -403,6 +403,74 @@ class ReadAheadTests(ClusterStorageTestBase):
         self.assertEqual(storage._cache._loading, {})
 
 
+    def commitRecords(self, records):
+        """Commit C{{oid: data}}."""
+        from ZODB.Connection import TransactionMetaData
+        from ZODB.utils import z64
+        storage = self._storage
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        for oid, data in records.items():
+            storage.store(oid, z64, data, "", t)
+        storage.tpc_vote(t)
+        storage.tpc_finish(t)
+
+    def test_readAheadInOneMessage(self):
+        """
+        What a client reads ahead from a storage node goes in one message,
+        answered with the records the node has at hand: from its memory
+        or from its database in one call; left out are the records too
+        large, those that do not exist, and those being committed (without
+        waiting for them).
+        """
+        from neo.client.app import ClientApp
+        from neo.services.storage.cache import LatestRecords
+        storage = self._storage
+        node = self._cluster.storages[0]
+        small, other, large, locked, unknown = (
+            storage.new_oid() for _ in range(5))
+        import os
+        self.commitRecords({
+            small: b"s" * 100, other: b"o" * 100, locked: b"l",
+            large: os.urandom(ClientApp.PREFETCH_LARGEST + 1)})
+        asked = self.recordStorageCommands()
+        for fromMemory in (True, False):
+            if not fromMemory:
+                # The node's memory is lost: its database answers.
+                def forget():
+                    node.txns.records = LatestRecords()
+                self._cluster.bridge.call(forget)
+            storage._cache.clear()
+            del asked[:]
+            self._cluster.bridge.call(
+                lambda: node.txns._readLocks.__setitem__(locked, object()))
+            try:
+                storage._call(storage._app.prefetch, [
+                    small, other, large, locked, unknown])
+            finally:
+                self._cluster.bridge.call(
+                    lambda: node.txns._readLocks.pop(locked))
+            self.assertEqual(asked, ["AskObjects"], fromMemory)
+            for oid, data in ((small, b"s" * 100), (other, b"o" * 100)):
+                self.assertEqual(storage._cache.load(oid)[0], data)
+            for oid in (large, locked, unknown):
+                self.assertIsNone(storage._cache.load(oid), fromMemory)
+            self.assertEqual(storage._cache._loading, {})
+        # What the database answered is in the node's memory again.
+        self.assertEqual(node.txns.records.get(other)[2], b"o" * 100)
+
+    def test_readAheadLimit(self):
+        """A node refuses to read ahead more than MAX_READ_AHEAD oids at
+        once, as a protocol error."""
+        app = self._storage._app
+        proto = self._storage._call(
+            app.getStorage, app.pt.readable(0, app._running())[0])
+        with self.assertRaises(Exception) as e:
+            self._storage._call(
+                proto.ask, c.AskObjects, maxSize=100,
+                oids=[p64(i) for i in range(c.MAX_READ_AHEAD + 1)])
+        self.assertIn(f"more than {c.MAX_READ_AHEAD}", str(e.exception))
+
     def test_largeRecordNotSearched(self):
         """
         The references of a record loaded are read ahead, unless it is

@@ -275,6 +275,20 @@ def _load(cur, partition, oid, serial, before, maxSize=None):
     return tid, nextTid, compression, value, False
 
 
+def _loadLatest(cur, objects, maxSize):
+    """
+    The current revision of each C{(partition, oid)} of C{objects}, as
+    L{_load} answers it, or None for an object that does not exist.
+    """
+    rows = []
+    for partition, oid in objects:
+        try:
+            rows.append(_load(cur, partition, oid, None, None, maxSize))
+        except (OidDoesNotExist, OidNotFound):
+            rows.append(None)
+    return rows
+
+
 def _lastIds(cur):
     cur.execute("SELECT MAX(tid) FROM trans")
     lastTid = cur.fetchone()[0]
@@ -659,6 +673,9 @@ class SQLBackend:
 
     def load(self, partition, oid, serial=None, before=None, maxSize=None):
         return self._run(_load, partition, oid, serial, before, maxSize)
+
+    def loadLatest(self, objects, maxSize=None):
+        return self._run(_loadLatest, objects, maxSize)
 
     #: Bytes of records given to commit steps so far.
     written = 0

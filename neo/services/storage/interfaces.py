@@ -34,6 +34,13 @@ class IStorageBackend(Interface):
         None (not even read) if larger than C{maxSize}.
         """
 
+    def loadLatest(objects, maxSize=None):
+        """
+        For each C{(partition, oid)} of C{objects}, what L{load} answers
+        of its current revision, or None if it does not exist; in one
+        database call.
+        """
+
     def vote(ttid, partition, metadata, objects):
         """Make a transaction's stores durable in the temporary tables."""
 

@@ -597,7 +597,7 @@ class ClientHandler(amp.CommandLocator):
         return d.addCallback(lambda _: {"committed": True})
 
     @c.AskObject.responder
-    def askObject(self, oid, serial=None, before=None, maxSize=None):
+    def askObject(self, oid, serial=None, before=None):
         self._client()
         txns = self.node.txns
         if not txns.readLocked(oid):
@@ -605,15 +605,54 @@ class ClientHandler(amp.CommandLocator):
             hit = txns.records.get(oid, serial, before)
             if hit is not None:
                 tid, compression, data = hit
-                return _capped({"serial": tid, "nextSerial": None,
-                                "compression": compression,
-                                "data": data or b"",
-                                "deleted": data is None}, maxSize)
-        d = self._loadObject(oid, serial, before, maxSize)
-        return d.addCallback(_capped, maxSize) if maxSize else d
+                return {"serial": tid, "nextSerial": None,
+                        "compression": compression, "data": data or b"",
+                        "deleted": data is None}
+        return self._loadObject(oid, serial, before)
+
+    @c.AskObjects.responder
+    def askObjects(self, oids, maxSize):
+        self._client()
+        if len(oids) > c.MAX_READ_AHEAD:
+            raise ProtocolError(f"{len(oids)} oids to read ahead, more than"
+                                f" {c.MAX_READ_AHEAD}")
+        txns = self.node.txns
+        records = txns.records
+        found, unread = [], []
+        for oid in oids:
+            if txns.readLocked(oid):
+                continue  # Being committed: not worth waiting for.
+            hit = records.get(oid)
+            if hit is None:
+                unread.append(oid)
+            else:
+                tid, compression, data = hit
+                if data is not None and len(data) <= maxSize:
+                    found.append((oid, tid, compression, data))
+        if not unread:
+            return {"records": c.packRecords(found)}
+        generation = records.generation
+        d = self.node.db.loadLatest(
+            [(self.node.partitionOf(oid), u64(oid)) for oid in unread],
+            maxSize)
+
+        def loaded(rows):
+            current = records.generation == generation
+            for oid, row in zip(unread, rows):
+                if row is None:
+                    continue
+                tid, _, compression, data, deleted = row
+                if current and (deleted or data is not None):
+                    # Nothing committed meanwhile (as for a load).
+                    records.put(oid, p64(tid), compression,
+                                None if deleted else data)
+                if data is not None and not deleted:
+                    found.append((oid, p64(tid), compression, data))
+            return {"records": c.packRecords(found)}
+        return d.addCallback(loaded)
 
     @defer.inlineCallbacks
-    def _loadObject(self, oid, serial, before, maxSize=None):
+    def _loadObject(self, oid, serial, before):
         partition = self.node.partitionOf(oid)
         txns = self.node.txns
         yield txns.readable(oid)
@@ -627,23 +666,10 @@ class ClientHandler(amp.CommandLocator):
         generation = records.generation
         tid, nextTid, compression, data, deleted = yield self.node.db.load(
             partition, u64(oid), None if serial is None else u64(serial),
-            None if before is None else u64(before), maxSize)
-        if data is None:
-            return {"serial": p64(tid),
-                    "nextSerial": None if nextTid is None else p64(nextTid),
-                    "compression": compression, "data": b"",
-                    "deleted": False, "tooLarge": True}
+            None if before is None else u64(before))
         if nextTid is None and records.generation == generation:
             # The current revision, and nothing committed meanwhile.
             records.put(oid, p64(tid), compression, None if deleted else data)
         return {"serial": p64(tid),
                 "nextSerial": None if nextTid is None else p64(nextTid),
                 "compression": compression, "data": data, "deleted": deleted}
-
-
-def _capped(answer, maxSize):
-    """Leave out data larger than C{maxSize} (read-ahead)."""
-    if maxSize is not None and len(answer["data"]) > maxSize:
-        answer["data"] = b""
-        answer["tooLarge"] = True
-    return answer
