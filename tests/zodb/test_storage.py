@@ -5,6 +5,7 @@ Every test gets a new in-process cluster (a master, two storage nodes on
 SQLite, an admin node) and a client connected to it.
 """
 
+import os
 import unittest
 
 import transaction
@@ -378,31 +379,6 @@ class ReadAheadTests(ClusterStorageTestBase):
 
     storages = 1
 
-    def test_readAheadSkipsLargeRecords(self):
-        """Read-ahead caches small records and leaves large ones out (the
-        storage node does not even send them)."""
-        import os
-        from ZODB.Connection import TransactionMetaData
-        from ZODB.utils import z64
-        storage = self._storage
-        small, large, other = (storage.new_oid() for _ in range(3))
-        t = TransactionMetaData()
-        storage.tpc_begin(t)
-        storage.store(small, z64, b"s" * 1000, "", t)
-        storage.store(large, z64, os.urandom(1024 * 1024), "", t)
-        storage.store(other, z64, b"o", "", t)
-        storage.tpc_vote(t)
-        storage.tpc_finish(t)
-        storage._cache.clear()
-        storage._bridge.fire(storage._app.prefetch, [small, large])
-        # Answers come in order on the one connection: once this load is
-        # answered, the read-ahead answers were processed.
-        storage.load(other)
-        self.assertEqual(storage._cache.load(small)[0], b"s" * 1000)
-        self.assertIsNone(storage._cache.load(large))
-        self.assertEqual(storage._cache._loading, {})
-
-
     def commitRecords(self, records):
         """Commit C{{oid: data}}."""
         from ZODB.Connection import TransactionMetaData
@@ -429,7 +405,6 @@ class ReadAheadTests(ClusterStorageTestBase):
         node = self._cluster.storages[0]
         small, other, large, locked, unknown = (
             storage.new_oid() for _ in range(5))
-        import os
         self.commitRecords({
             small: b"s" * 100, other: b"o" * 100, locked: b"l",
             large: os.urandom(ClientApp.PREFETCH_LARGEST + 1)})
@@ -478,8 +453,6 @@ class ReadAheadTests(ClusterStorageTestBase):
         than its load.
         """
         import io
-        from ZODB.Connection import TransactionMetaData
-        from ZODB.utils import z64
         from persistent.mapping import PersistentMapping
         from zodbpickle import pickle
         from neo.client.app import ClientApp
@@ -497,14 +470,9 @@ class ReadAheadTests(ClusterStorageTestBase):
             pickler.dump((PersistentMapping, None))
             pickler.dump({"data": {"child": held, "pad": padding}})
             return f.getvalue()
-        t = TransactionMetaData()
-        storage.tpc_begin(t)
-        storage.store(child, z64, record(b""), "", t)
-        storage.store(small, z64, record(b"s" * 1000), "", t)
-        storage.store(large, z64, record(
-            b"l" * (ClientApp.PREFETCH_LARGEST + 1)), "", t)
-        storage.tpc_vote(t)
-        storage.tpc_finish(t)
+        self.commitRecords({
+            child: record(b""), small: record(b"s" * 1000),
+            large: record(b"l" * (ClientApp.PREFETCH_LARGEST + 1))})
         fired = []
         fire = storage._bridge.fire
         storage._bridge.fire = lambda f, *args: (
