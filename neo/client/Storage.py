@@ -16,7 +16,7 @@ import zlib
 import zope.interface
 from ZODB import POSException
 from ZODB.ConflictResolution import ConflictResolvingStorage
-from ZODB.interfaces import IMultiCommitStorage, IStorage
+from ZODB.interfaces import IMultiCommitStorage, IPrefetchStorage, IStorage
 from ZODB.serialize import referencesf
 from twisted.internet.error import ConnectionClosed
 
@@ -27,6 +27,7 @@ from neo.client.cache import RecordCache
 from neo.client.exceptions import ClientDisconnected, NEOStorageError
 from neo.lib.config import parseMasters
 from neo.lib.ids import ZERO_TID, u64
+from neo.protocols import commands as c
 from neo.protocols.arguments import MAX_RECORD
 from neo.protocols.errors import (
     Denied, NotReady, OidDoesNotExist, OidNotFound, ProtocolError,
@@ -76,7 +77,7 @@ def _translate(e):
     return None
 
 
-@zope.interface.implementer(IStorage, IMultiCommitStorage)
+@zope.interface.implementer(IStorage, IMultiCommitStorage, IPrefetchStorage)
 class Storage(ConflictResolvingStorage):
     """A NEO cluster as a ZODB storage."""
 
@@ -231,6 +232,18 @@ class Storage(ConflictResolvingStorage):
             return  # Not a ZODB record we can read: nothing to guess.
         if oids:
             self._bridge.fire(self._app.prefetch, oids[:PREFETCH])
+
+    def prefetch(self, oids, tid):
+        """
+        Read ahead the current revision of C{oids} (C{Connection.prefetch}),
+        without waiting: in batches of at most L{c.MAX_READ_AHEAD}, each in
+        one message per storage node.  Whether a revision serves a load
+        before C{tid} is for the cache to tell, as for any read-ahead.
+        """
+        oids = list(oids)
+        for start in range(0, len(oids), c.MAX_READ_AHEAD):
+            self._bridge.fire(self._app.prefetch,
+                              oids[start:start + c.MAX_READ_AHEAD])
 
     def loadSerial(self, oid, serial):
         data = self._cache.loadSerial(oid, serial)

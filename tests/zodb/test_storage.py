@@ -434,6 +434,35 @@ class ReadAheadTests(ClusterStorageTestBase):
         # What the database answered is in the node's memory again.
         self.assertEqual(node.txns.records.get(other)[2], b"o" * 100)
 
+    def test_connectionPrefetch(self):
+        """
+        ZODB's C{Connection.prefetch} reads the objects ahead, in batches
+        of MAX_READ_AHEAD oids, each in one message, even with automatic
+        read-ahead off: loading them then asks the node nothing.
+        """
+        from persistent.list import PersistentList
+        from persistent.mapping import PersistentMapping
+        count = c.MAX_READ_AHEAD + 5
+        db = ZODB.DB(self._storage)
+        self.addCleanup(db.close)
+        with db.transaction() as conn:
+            conn.root()["items"] = PersistentList(
+                PersistentMapping({"i": i}) for i in range(count))
+        self.open(prefetch=False)
+        other = ZODB.DB(self._storage)
+        self.addCleanup(other.close)
+        conn = other.open()
+        items = list(conn.root()["items"])
+        asked = self.recordStorageCommands()
+        conn.prefetch(items)
+        cluster = self._cluster
+        cluster.bridge.call(cluster._waitFor,
+                            lambda: not self._storage._cache._loading)
+        self.assertEqual(asked, ["AskObjects", "AskObjects"])
+        self.assertEqual([item["i"] for item in items], list(range(count)))
+        self.assertEqual(asked, ["AskObjects", "AskObjects"])
+        conn.close()
+
     def test_readAheadLimit(self):
         """A node refuses to read ahead more than MAX_READ_AHEAD oids at
         once, as a protocol error."""
