@@ -116,7 +116,13 @@ class SQLiteBackend(SQLBackend):
     dialect = SQLiteDialect()
 
     #: Commit steps between two checkpoints in the background, at most.
-    CHECKPOINT_EVERY = 1024
+    #: After a checkpoint, the log starts again from its beginning: kept
+    #: short, it is mostly written over in place, and each commit's sync
+    #: is cheaper than when it grows the file (which also syncs the
+    #: file's size: 330 to 370 µs instead of 475 to 640 for a commit of
+    #: one object here, and a p99 of `small` of 4.5 ms instead of 6.6 to
+    #: 11.6).
+    CHECKPOINT_EVERY = 128
     #: Bytes of records written from which the log is checkpointed in the
     #: background (a quarter of the log that makes a commit checkpoint it:
     #: L{WAL_PAGES}).
