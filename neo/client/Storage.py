@@ -27,7 +27,6 @@ from neo.client.cache import RecordCache
 from neo.client.exceptions import ClientDisconnected, NEOStorageError
 from neo.lib.config import parseMasters
 from neo.lib.ids import ZERO_TID, u64
-from neo.protocols import commands as c
 from neo.protocols.arguments import MAX_RECORD
 from neo.protocols.errors import (
     Denied, NotReady, OidDoesNotExist, OidNotFound, ProtocolError,
@@ -236,14 +235,11 @@ class Storage(ConflictResolvingStorage):
     def prefetch(self, oids, tid):
         """
         Read ahead the current revision of C{oids} (C{Connection.prefetch}),
-        without waiting: in batches of at most L{c.MAX_READ_AHEAD}, each in
-        one message per storage node.  Whether a revision serves a load
-        before C{tid} is for the cache to tell, as for any read-ahead.
+        without waiting, as after a cache miss.  Whether a revision serves
+        a load before C{tid} is for the cache to tell, as for any
+        read-ahead.
         """
-        oids = list(oids)
-        for start in range(0, len(oids), c.MAX_READ_AHEAD):
-            self._bridge.fire(self._app.prefetch,
-                              oids[start:start + c.MAX_READ_AHEAD])
+        self._bridge.fire(self._app.prefetch, list(oids))
 
     def loadSerial(self, oid, serial):
         data = self._cache.loadSerial(oid, serial)

@@ -395,14 +395,17 @@ class ClientApp(ClusterView):
                 if proto is not None and proto.connected:
                     batches.setdefault(proto, []).append(oid)
                     break
-        # One message per node, answered in one database call there.
+        # One message per node (per MAX_READ_AHEAD oids), answered in one
+        # database call there.
         asked = []
-        for proto, batch in batches.items():
-            for oid in batch:
-                self.cache.beginLoad(oid)
-            d = proto.ask(c.AskObjects, oids=batch,
-                          maxSize=self.PREFETCH_LARGEST)
-            asked.append(d.addBoth(self._prefetched, batch))
+        for proto, oids in batches.items():
+            for start in range(0, len(oids), c.MAX_READ_AHEAD):
+                batch = oids[start:start + c.MAX_READ_AHEAD]
+                for oid in batch:
+                    self.cache.beginLoad(oid)
+                d = proto.ask(c.AskObjects, oids=batch,
+                              maxSize=self.PREFETCH_LARGEST)
+                asked.append(d.addBoth(self._prefetched, batch))
         return defer.gatherResults(asked)
 
     def _prefetched(self, answer, oids):
