@@ -346,8 +346,71 @@ def runReads(target, n, key):
     return cold, warm
 
 
-def runSmall(db, t, key, first=0, count=None):
-    """T transactions modifying 1 or 2 objects; returns (txn/s, latencies)."""
+#: The steps of a commit that L{runSmall} times: (name, the two-phase
+#: commit's method that starts it, the one that ends it).
+STEPS = [("begin+stores", "tpc_begin", "commit"),
+         ("vote", "tpc_vote", "tpc_vote"),
+         ("finish", "tpc_finish", "tpc_finish")]
+
+#: The clock of L{_StepClock}.
+_clock = time.perf_counter
+
+
+class _StepClock:
+    """
+    A resource of a transaction that notes when each method of the
+    two-phase commit reaches it, into C{times}.  Joined twice, sorted
+    first (C{edge} 0) and last (C{edge} 1) among the transaction's
+    resources, it times what the storage between them does in each step,
+    without knowing the storage.
+    """
+
+    def __init__(self, times, edge):
+        self.times, self.edge = times, edge
+
+    def sortKey(self):
+        # Sorted before and after any storage's key.
+        return "\0" if self.edge == 0 else "\U0010ffff" * 8
+
+    def _note(self, method):
+        self.times[method, self.edge] = _clock()
+
+    def tpc_begin(self, txn):
+        self._note("tpc_begin")
+
+    def commit(self, txn):
+        self._note("commit")
+
+    def tpc_vote(self, txn):
+        self._note("tpc_vote")
+
+    def tpc_finish(self, txn):
+        self._note("tpc_finish")
+
+    def abort(self, txn):
+        pass
+
+    tpc_abort = abort
+
+
+def _timedCommit(steps):
+    """Commit, adding how long each step of L{STEPS} took to C{steps}
+    (C{{name: [seconds]}})."""
+    times = {}
+    txn = transaction.get()
+    txn.join(_StepClock(times, 0))
+    txn.join(_StepClock(times, 1))
+    _commit()
+    for name, begin, end in STEPS:
+        steps.setdefault(name, []).append(times[end, 1] - times[begin, 0])
+
+
+def runSmall(db, t, key, first=0, count=None, steps=None):
+    """
+    T transactions modifying 1 or 2 objects; returns (txn/s, latencies).
+    With C{steps} (a dict), how long each step of each commit took is
+    added to it (L{_timedCommit}).
+    """
     conn = db.open()
     tree = conn.root()[key]
     keys = list(tree.keys())[first:None if count is None else first + count]
@@ -358,7 +421,10 @@ def runSmall(db, t, key, first=0, count=None):
         tree[keys[i % len(keys)]].i += 1
         if i % 2:
             tree[keys[(i * 7 + 3) % len(keys)]].i += 1
-        _commit()
+        if steps is None:
+            _commit()
+        else:
+            _timedCommit(steps)
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     conn.close()
@@ -494,6 +560,8 @@ class Results:
         self.samples = {}
         self.latencies = {}
         self.counts = {}
+        #: C{{target: {step: [seconds]}}}, of L{STEPS}.
+        self.steps = {}
 
     def add(self, target, workload, value, latencies=(), **counts):
         self.samples.setdefault(target, {}).setdefault(workload, []).append(
@@ -503,6 +571,11 @@ class Results:
         for name, count in counts.items():
             self.counts.setdefault(target, {}).setdefault(
                 workload, {}).setdefault(name, []).append(count)
+
+    def addSteps(self, target, steps):
+        for name, durations in steps.items():
+            self.steps.setdefault(target, {}).setdefault(name, []).extend(
+                durations)
 
     def summary(self, target, workload):
         values = self.samples.get(target, {}).get(workload)
@@ -514,6 +587,10 @@ class Results:
         if latencies:
             summary["p50_ms"] = 1000 * _percentile(latencies, .5)
             summary["p99_ms"] = 1000 * _percentile(latencies, .99)
+        if workload == "small" and self.steps.get(target):
+            summary["steps_p50_ms"] = {
+                name: 1000 * _percentile(durations, .5)
+                for name, durations in self.steps[target].items()}
         for name, counts in self.counts.get(target, {}).get(
                 workload, {}).items():
             summary[name] = statistics.median_low(counts)
@@ -554,8 +631,10 @@ def runRepetition(target, options, results, progress, rep):
             yield
         if selected("small"):
             progress(name, "small", rep)
-            rate, latencies = runSmall(db, t, key)
+            steps = {}
+            rate, latencies = runSmall(db, t, key, steps=steps)
             results.add(name, "small", rate, latencies)
+            results.addSteps(name, steps)
             yield
         shared = target.shared
         if shared and rep == 0 and (
@@ -663,10 +742,35 @@ def formatTable(results, options, targets):
                 line.append(f"{neo['median'] / s['median']:.2f}x"
                             if neo and s else "n/a")
         lines.append(line)
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return _aligned(lines)
+
+
+def formatSteps(results, targets):
+    """
+    Where a commit of C{small} spends its time, target by target: the
+    median of each step of L{STEPS}; None if C{small} did not run.
+    """
+    names = [t.name for t in targets
+             if (results.summary(t.name, "small") or {}).get("steps_p50_ms")]
+    if not names:
+        return None
+    lines = [["step", "unit"] + names]
+    for step, _, _ in STEPS:
+        line = [step, "p50 ms"]
+        for name in names:
+            value = results.summary(name, "small")["steps_p50_ms"].get(step)
+            line.append("n/a" if value is None else f"{value:.3f}")
+        lines.append(line)
+    return "small, a commit step by step:\n" + _aligned(lines)
+
+
+def _aligned(lines):
+    """C{lines} (the first one a header) as a table of aligned columns."""
+    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
     text = []
     for i, row in enumerate(lines):
-        text.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        text.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths))
+                    .rstrip())
         if i == 0:
             text.append("  ".join("-" * w for w in widths))
     return "\n".join(text)
@@ -906,6 +1010,9 @@ def main(argv=None):
         print(f"N={options.objects_count} T={options.transactions}"
               f" repeat={options.repeat}; NEO: {describeNEO(options)}")
         print(formatTable(results, options, targets))
+        steps = formatSteps(results, targets)
+        if steps is not None:
+            print(steps)
     path = options.json or time.strftime("bench-%Y%m%d-%H%M%S.json")
     with open(path, "w") as f:
         json.dump(doc, f, indent=2, default=str)

@@ -39,6 +39,13 @@ class BenchSmokeTests(unittest.TestCase):
             self.assertGreater(doc["results"][target]["add"]["median"], 0)
         self.assertIsNone(doc["results"]["filestorage"]["concurrent_2"])
         self.assertGreater(doc["results"]["neo"]["concurrent_2"]["median"], 0)
+        # Where small's commits spend their time, target by target.
+        self.assertIn("small, a commit step by step:", result.stdout)
+        for target in ("neo", "zeo", "filestorage"):
+            steps = doc["results"][target]["small"]["steps_p50_ms"]
+            self.assertEqual(sorted(steps),
+                             ["begin+stores", "finish", "vote"])
+            self.assertGreater(steps["finish"], 0)
 
     def test_turns(self):
         """runTurns runs one step of each repetition in turn, goes on with
@@ -86,6 +93,58 @@ class BenchSmokeTests(unittest.TestCase):
         self.assertEqual(s["conflict_errors_samples"], [7, 3, 5])
         self.assertNotIn("p50_ms", s)
         self.assertIsNone(results.summary("zeo", "small"))
+
+    def test_steps(self):
+        """The steps of small's commits are timed around what the storage
+        does in each (the clocks are the first and last resources of the
+        transaction), and printed target by target."""
+        import ZODB
+        from ZODB.MappingStorage import MappingStorage
+
+        from neo import bench
+        now = [0]
+        self.patch(bench, "_clock", lambda: now[0])
+        storage = MappingStorage()
+
+        def spending(method, seconds):
+            def spend(*args, **kwargs):
+                now[0] += seconds
+                return method(*args, **kwargs)
+            return spend
+        storage.tpc_begin = spending(storage.tpc_begin, 1)
+        storage.store = spending(storage.store, 2)
+        storage.tpc_vote = spending(storage.tpc_vote, 30)
+        storage.tpc_finish = spending(storage.tpc_finish, 400)
+        db = ZODB.DB(storage)
+        self.addCleanup(db.close)
+        bench.runAdd(db, 10, "bench")
+        steps = {}
+        bench.runSmall(db, 4, "bench", steps=steps)
+        # Two commits change one object, two change two.
+        self.assertEqual(steps, {"begin+stores": [3, 5, 3, 5],
+                                 "vote": [30] * 4, "finish": [400] * 4})
+        results = bench.Results()
+        results.add("neo", "small", 1.0)
+        results.addSteps("neo", steps)
+        results.add("zeo", "small", 1.0)
+
+        class Target:
+            def __init__(self, name):
+                self.name = name
+        lines = bench.formatSteps(results, [Target("neo"), Target("zeo")]
+                                  ).splitlines()
+        # zeo's small was not timed step by step: no column.
+        self.assertEqual(lines[1].split(), ["step", "unit", "neo"])
+        self.assertEqual(lines[3:], [
+            "begin+stores  p50 ms  5000.000",
+            "vote          p50 ms  30000.000",
+            "finish        p50 ms  400000.000"])
+        self.assertIsNone(bench.formatSteps(bench.Results(), [Target("neo")]))
+
+    def patch(self, obj, name, value):
+        old = getattr(obj, name)
+        setattr(obj, name, value)
+        self.addCleanup(setattr, obj, name, old)
 
     def test_lostUpdatesFail(self):
         """The conflicts workload fails when the database lacks one of its
