@@ -750,15 +750,19 @@ def formatSteps(results, targets):
     Where a commit of C{small} spends its time, target by target: the
     median of each step of L{STEPS}; None if C{small} did not run.
     """
-    names = [t.name for t in targets
-             if (results.summary(t.name, "small") or {}).get("steps_p50_ms")]
-    if not names:
+    columns = {}
+    for target in targets:
+        steps = (results.summary(target.name, "small") or {}).get(
+            "steps_p50_ms")
+        if steps:
+            columns[target.name] = steps
+    if not columns:
         return None
-    lines = [["step", "unit"] + names]
+    lines = [["step", "unit", *columns]]
     for step, _, _ in STEPS:
         line = [step, "p50 ms"]
-        for name in names:
-            value = results.summary(name, "small")["steps_p50_ms"].get(step)
+        for steps in columns.values():
+            value = steps.get(step)
             line.append("n/a" if value is None else f"{value:.3f}")
         lines.append(line)
     return "small, a commit step by step:\n" + _aligned(lines)
